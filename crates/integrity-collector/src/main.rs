@@ -1,0 +1,288 @@
+//! `integrity-collector`: scan a golden image into a baseline manifest.
+//!
+//! Glue only: parse flags, run the engine's scanner, write the manifest atomically,
+//! report per-path errors and a one-line summary on stderr.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use integrity_common::manifest::now_timestamp;
+use integrity_common::scan::describe_io_error;
+use integrity_common::{
+    pathenc, scan, validate_image_id, Baseline, Exclusions, ScanOptions, ScanProgress,
+};
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Written, and every path recorded.
+const EXIT_OK: u8 = 0;
+/// Written, but some paths could not be recorded (listed in the manifest and on stderr).
+const EXIT_PARTIAL: u8 = 1;
+/// Nothing written: bad arguments, unusable root or output.
+const EXIT_FAILED: u8 = 2;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  manifest written, every path recorded
+  1  manifest written, but some paths could not be read (listed under \"errors\"
+     in the manifest and on stderr)
+  2  nothing written: bad arguments, unusable root or output
+
+Default exclusions (whole path components, relative to --root):
+  /proc /sys /dev /run /tmp /var/tmp /var/log
+
+Environment:
+  IMAGE_ID           image id when --image-id is not given
+  SOURCE_DATE_EPOCH  if set, the manifest's timestamp (reproducible builds)";
+
+/// Scan a golden image and write its baseline manifest (JSON).
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// Root of the tree to scan; entries are recorded relative to it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+
+    /// Image id the baseline describes (letters, digits and ._-+:@~, at most 128).
+    #[arg(long, value_name = "ID", env = "IMAGE_ID")]
+    image_id: String,
+
+    /// Write the manifest to FILE (atomically) instead of stdout; `-` is stdout.
+    #[arg(long, short, value_name = "FILE|-")]
+    output: Option<PathBuf>,
+
+    /// Also exclude PATH (relative to --root) and everything below it. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    exclude: Vec<PathBuf>,
+
+    /// Do not apply the default exclusions.
+    #[arg(long)]
+    no_default_excludes: bool,
+
+    /// Descend into other filesystems mounted below the root.
+    #[arg(long)]
+    cross_filesystems: bool,
+
+    /// Worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// No progress bar and no summary line (errors are still printed).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("integrity-collector: error: {err:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<u8> {
+    validate_image_id(&args.image_id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
+    let timestamp = timestamp()?;
+    let mut exclusions = if args.no_default_excludes {
+        Exclusions::none()
+    } else {
+        Exclusions::defaults()
+    };
+    for path in &args.exclude {
+        exclusions
+            .add(path.as_os_str().as_bytes())
+            .map_err(|reason| anyhow::anyhow!("--exclude {}: {reason}", path.display()))?;
+    }
+    let output = args
+        .output
+        .as_deref()
+        .filter(|path| *path != Path::new("-"));
+    if let Some(path) = output {
+        probe_writable(path)?;
+    }
+
+    let options = ScanOptions {
+        root: args.root.clone(),
+        exclusions,
+        cross_filesystems: args.cross_filesystems,
+    };
+    let progress = ScanProgress::default();
+    let started = Instant::now();
+    let scanned = with_progress_bar(&progress, !args.quiet, || {
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(threads) = args.threads {
+            pool = pool.num_threads(threads);
+        }
+        let pool = pool.build().context("cannot start worker threads")?;
+        Ok(pool.install(|| scan(&options, &progress))?)
+    })?;
+    let elapsed = started.elapsed();
+
+    for record in &scanned.errors {
+        eprintln!(
+            "integrity-collector: {}: {}",
+            quoted(&pathenc::encode(&record.path)),
+            record.error
+        );
+    }
+    let baseline = Baseline {
+        image_id: args.image_id.clone(),
+        timestamp,
+        entries: scanned.entries,
+        errors: scanned.errors,
+    };
+    baseline
+        .validate()
+        .context("internal error: the scan produced an invalid manifest")?;
+    match output {
+        Some(path) => write_atomically(path, &baseline)?,
+        None => {
+            let stdout = io::stdout().lock();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout);
+            baseline
+                .write_json(&mut out)
+                .and_then(|()| out.flush())
+                .context("cannot write the manifest to stdout")?;
+        }
+    }
+    if !args.quiet {
+        let secs = elapsed.as_secs_f64();
+        eprintln!(
+            "integrity-collector: {} entries, {} bytes hashed, {} errors, {:.2} s ({:.0} MB/s)",
+            baseline.entries.len(),
+            scanned.bytes_hashed,
+            baseline.errors.len(),
+            secs,
+            scanned.bytes_hashed as f64 / 1e6 / secs.max(1e-9),
+        );
+    }
+    Ok(if baseline.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PARTIAL
+    })
+}
+
+/// The manifest's timestamp: now, or `SOURCE_DATE_EPOCH` for reproducible builds.
+fn timestamp() -> Result<String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => {
+            let secs: u64 = text.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH {text:?} is not a number of seconds")
+            })?;
+            let time = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            Ok(humantime::format_rfc3339_seconds(time).to_string())
+        }
+        Err(_) => Ok(now_timestamp()),
+    }
+}
+
+/// A path as a JSON string: quoted, control characters escaped (a file name cannot
+/// forge a line of our output).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}"))
+}
+
+fn temp_in_dir_of(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("--output {}: not a file name", path.display()))?;
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot write --output {}: {}",
+                path.display(),
+                describe_io_error(&err)
+            )
+        })
+}
+
+/// Fails before a long scan if the output cannot be written (the probe is removed).
+fn probe_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write --output {}: is a directory", path.display());
+    }
+    temp_in_dir_of(path).map(drop)
+}
+
+/// Writes to a temporary file beside `path`, syncs it and renames it over `path`, so a
+/// reader sees either the old file or the complete new one, never a partial one.
+fn write_atomically(path: &Path, baseline: &Baseline) -> Result<()> {
+    let temp = temp_in_dir_of(path)?;
+    let context = || format!("cannot write --output {}", path.display());
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
+        baseline.write_json(&mut out).with_context(context)?;
+        out.flush().with_context(context)?;
+    }
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(context)?;
+    temp.as_file().sync_all().with_context(context)?;
+    temp.persist(path)
+        .map_err(|err| err.error)
+        .with_context(context)?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(context)?;
+    }
+    Ok(())
+}
+
+/// Runs `work` with a progress bar on stderr when stderr is a terminal.
+fn with_progress_bar<T>(
+    progress: &ScanProgress,
+    wanted: bool,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T>
+where
+    T: Send,
+{
+    if !wanted || !io::stderr().is_terminal() {
+        return work();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|threads| {
+        threads.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let entries = progress.entries.load(Ordering::Relaxed);
+                let bytes = progress.bytes.load(Ordering::Relaxed);
+                let errors = progress.errors.load(Ordering::Relaxed);
+                let rate = bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!(
+                    "{entries} entries, {:.1} MB, {rate:.0} MB/s, {errors} errors",
+                    bytes as f64 / 1e6
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        result
+    })
+}

@@ -1,0 +1,22 @@
+//! `integrity-common`: the one engine every Bulletproof component stands on.
+//!
+//! scan a tree ([`scan`]) → a manifest ([`Baseline`]) → diff two manifests
+//! ([`diff`]) → anomalies. Everything here except [`scan`] works on values and
+//! bytes; this crate does no network I/O and knows nothing of HTTP, storage
+//! engines or async runtimes.
+
+pub mod diff;
+pub mod digest;
+pub mod exclude;
+pub mod manifest;
+pub mod pathenc;
+pub mod scan;
+
+pub use diff::{diff, Anomaly, AnomalyKind, ChangedFields, DriftSummary};
+pub use digest::Sha256Digest;
+pub use exclude::{Exclusions, DEFAULT_EXCLUSIONS};
+pub use manifest::{
+    validate_image_id, validate_timestamp, Baseline, EntryKind, FileIntegrityEntry, ManifestError,
+    ScanErrorRecord,
+};
+pub use scan::{scan, ScanOptions, ScanOutput, ScanProgress, ScanRootError};
