@@ -150,7 +150,12 @@ fn run(args: &Args) -> Result<u8> {
             baseline
                 .write_json(&mut out)
                 .and_then(|()| out.flush())
-                .context("cannot write the manifest to stdout")?;
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "cannot write the manifest to stdout: {}",
+                        describe_io_error(&err)
+                    )
+                })?;
         }
     }
     if !args.quiet {
@@ -191,6 +196,14 @@ fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}"))
 }
 
+fn output_error(path: &Path, err: &io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot write --output {}: {}",
+        path.display(),
+        describe_io_error(err)
+    )
+}
+
 fn temp_in_dir_of(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -203,13 +216,7 @@ fn temp_in_dir_of(path: &Path) -> Result<tempfile::NamedTempFile> {
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "cannot write --output {}: {}",
-                path.display(),
-                describe_io_error(&err)
-            )
-        })
+        .map_err(|err| output_error(path, &err))
 }
 
 /// Fails before a long scan if the output cannot be written (the probe is removed).
@@ -221,27 +228,27 @@ fn probe_writable(path: &Path) -> Result<()> {
 }
 
 /// Writes to a temporary file beside `path`, syncs it and renames it over `path`, so a
-/// reader sees either the old file or the complete new one, never a partial one.
+/// reader sees either the old file or the complete new one, never a partial one. On
+/// failure the temporary file is removed.
 fn write_atomically(path: &Path, baseline: &Baseline) -> Result<()> {
     let temp = temp_in_dir_of(path)?;
-    let context = || format!("cannot write --output {}", path.display());
-    {
+    let written = (|| {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
-        baseline.write_json(&mut out).with_context(context)?;
-        out.flush().with_context(context)?;
-    }
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(context)?;
-    temp.as_file().sync_all().with_context(context)?;
+        baseline.write_json(&mut out)?;
+        out.flush()?;
+        drop(out);
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        temp.as_file().sync_all()
+    })();
+    written.map_err(|err| output_error(path, &err))?;
     temp.persist(path)
-        .map_err(|err| err.error)
-        .with_context(context)?;
+        .map_err(|err| output_error(path, &err.error))?;
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         // Make the rename itself durable.
         std::fs::File::open(dir)
             .and_then(|dir| dir.sync_all())
-            .with_context(context)?;
+            .map_err(|err| output_error(path, &err))?;
     }
     Ok(())
 }

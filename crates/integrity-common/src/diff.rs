@@ -310,3 +310,183 @@ impl DriftSummary {
         bits
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Sha256Digest;
+    use crate::manifest::EntryKind;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn entry(path: &[u8], kind: EntryKind, seed: u32) -> FileIntegrityEntry {
+        FileIntegrityEntry {
+            path: path.into(),
+            sha256: (kind == EntryKind::File).then(|| Sha256Digest::of(&seed.to_le_bytes())),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            kind,
+            size: (kind == EntryKind::File).then_some(4),
+            target: None,
+            rdev: None,
+        }
+    }
+
+    fn found(
+        baseline: &[FileIntegrityEntry],
+        current: &[FileIntegrityEntry],
+    ) -> BTreeSet<(Vec<u8>, AnomalyKind)> {
+        diff(baseline, current)
+            .map(|anomaly| (anomaly.path.to_vec(), anomaly.kind))
+            .collect()
+    }
+
+    #[test]
+    fn content_and_metadata_change_give_two_anomalies() {
+        let old = entry(b"/x", EntryKind::File, 1);
+        let mut new = entry(b"/x", EntryKind::File, 2);
+        new.mode = 0o4755;
+        new.uid = 7;
+        let anomalies: Vec<_> =
+            diff(std::slice::from_ref(&old), std::slice::from_ref(&new)).collect();
+        assert_eq!(anomalies.len(), 2);
+        assert_eq!(anomalies[0].kind, AnomalyKind::Modified);
+        assert_eq!(anomalies[0].changed.names().collect::<Vec<_>>(), ["sha256"]);
+        assert_eq!(anomalies[1].kind, AnomalyKind::MetadataChanged);
+        assert_eq!(
+            anomalies[1].changed.names().collect::<Vec<_>>(),
+            ["mode", "uid"]
+        );
+        let line = serde_json::to_string(&anomalies[1]).unwrap();
+        assert!(line.starts_with(r#"{"anomaly":"metadata_changed","path":"/x","changed":["mode","uid"],"baseline":{"path":"/x""#), "{line}");
+    }
+
+    #[test]
+    fn type_change_is_reported_alone() {
+        let old = entry(b"/x", EntryKind::File, 1);
+        let new = entry(b"/x", EntryKind::Dir, 1);
+        let anomalies: Vec<_> =
+            diff(std::slice::from_ref(&old), std::slice::from_ref(&new)).collect();
+        assert_eq!(anomalies.len(), 1);
+        assert_eq!(anomalies[0].kind, AnomalyKind::TypeChanged);
+        let mut summary = DriftSummary::default();
+        summary.record(anomalies[0].kind);
+        assert_eq!(summary.exit_bits(), 4);
+    }
+
+    #[test]
+    fn added_and_deleted_lines_have_null_sides() {
+        let old = [entry(b"/gone", EntryKind::File, 1)];
+        let new = [entry(b"/new", EntryKind::File, 1)];
+        let lines: Vec<String> = diff(&old, &new)
+            .map(|a| serde_json::to_string(&a).unwrap())
+            .collect();
+        assert!(lines[0]
+            .starts_with(r#"{"anomaly":"deleted","path":"/gone","changed":[],"baseline":{"#));
+        assert!(lines[0].ends_with(r#""current":null}"#));
+        assert!(lines[1].starts_with(
+            r#"{"anomaly":"added","path":"/new","changed":[],"baseline":null,"current":{"#
+        ));
+    }
+
+    #[test]
+    fn seed_baseline_without_optional_fields_matches_a_full_scan() {
+        let mut seed = entry(b"/etc/passwd", EntryKind::File, 1);
+        seed.size = None;
+        let full = entry(b"/etc/passwd", EntryKind::File, 1);
+        assert_eq!(diff(&[seed], &[full]).count(), 0);
+    }
+
+    #[test]
+    fn exit_bits_follow_aide() {
+        let summary = DriftSummary {
+            added: 1,
+            deleted: 1,
+            metadata_changed: 1,
+            ..Default::default()
+        };
+        assert_eq!(summary.exit_bits(), 1 | 2 | 8);
+        assert_eq!(DriftSummary::default().exit_bits(), 0);
+    }
+
+    /// Random trees: sorted unique paths (the map sorts them), each a file or a directory.
+    fn tree() -> impl Strategy<Value = Vec<FileIntegrityEntry>> {
+        proptest::collection::btree_map(
+            proptest::collection::vec(
+                prop_oneof![Just(b'/'), Just(b'a'), Just(b'b'), Just(b'-'), Just(0xffu8)],
+                1..8,
+            ),
+            (any::<bool>(), any::<u32>()),
+            0..60,
+        )
+        .prop_map(|map| {
+            map.into_iter()
+                .map(|(mut path, (is_dir, seed))| {
+                    path.insert(0, b'/');
+                    let kind = if is_dir {
+                        EntryKind::Dir
+                    } else {
+                        EntryKind::File
+                    };
+                    entry(&path, kind, seed)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn diff_of_a_tree_with_itself_is_empty(entries in tree()) {
+            prop_assert_eq!(diff(&entries, &entries).count(), 0);
+        }
+
+        #[test]
+        fn planted_changes_are_found_exactly(
+            entries in tree(),
+            plan in proptest::collection::vec((0usize..6, any::<u32>()), 0..60),
+            added in proptest::collection::btree_set("/[ab%]{1,4}z", 0..5),
+        ) {
+            let mut current = entries.clone();
+            let mut expected = BTreeSet::new();
+            let mut deleted = BTreeSet::new();
+            for (idx, (action, seed)) in plan.into_iter().enumerate() {
+                let Some(entry) = current.get_mut(idx) else { break };
+                let path = entry.path.to_vec();
+                match action {
+                    0 => {}
+                    1 if entry.kind == EntryKind::File => {
+                        entry.sha256 = Some(Sha256Digest::of(&(seed as u64 | 1 << 40).to_le_bytes()));
+                        expected.insert((path, AnomalyKind::Modified));
+                    }
+                    1 | 2 => {
+                        entry.mode ^= 0o4000;
+                        expected.insert((path, AnomalyKind::MetadataChanged));
+                    }
+                    3 => {
+                        entry.gid = entry.gid.wrapping_add(1 + seed % 10);
+                        expected.insert((path, AnomalyKind::MetadataChanged));
+                    }
+                    4 => {
+                        deleted.insert(path.clone());
+                        expected.insert((path, AnomalyKind::Deleted));
+                    }
+                    _ => {
+                        let kind = if entry.kind == EntryKind::Dir { EntryKind::File } else { EntryKind::Dir };
+                        *entry = super::tests::entry(&path, kind, seed);
+                        expected.insert((path, AnomalyKind::TypeChanged));
+                    }
+                }
+            }
+            current.retain(|entry| !deleted.contains(&*entry.path));
+            for path in added {
+                if !entries.iter().any(|entry| &*entry.path == path.as_bytes()) {
+                    current.push(entry(path.as_bytes(), EntryKind::File, 0));
+                    expected.insert((path.into_bytes(), AnomalyKind::Added));
+                }
+            }
+            current.sort_by(|a, b| a.path.cmp(&b.path));
+            prop_assert_eq!(found(&entries, &current), expected);
+        }
+    }
+}

@@ -7,12 +7,13 @@
 
 use crate::digest::Sha256Digest;
 use crate::pathenc;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
+use std::marker::PhantomData;
 
 /// Longest accepted path or symlink target, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -256,7 +257,7 @@ impl Baseline {
     /// Parses and validates a manifest. Unknown fields are ignored; a document with only
     /// the seed's five entry fields is accepted.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let raw: RawBaseline = serde_json::from_slice(bytes)?;
+        let ObjectOnly(raw) = serde_json::from_slice::<ObjectOnly<RawBaseline>>(bytes)?;
         let baseline = Baseline {
             image_id: raw.image_id,
             timestamp: raw.timestamp,
@@ -377,6 +378,28 @@ impl Serialize for ScanErrorRecord {
     }
 }
 
+/// Accepts `T` only from a JSON object. serde's derived structs also accept an array
+/// of their fields in order; a manifest has one spelling, so that one is refused.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 #[derive(Deserialize)]
 struct RawBaseline {
     image_id: String,
@@ -445,7 +468,7 @@ impl RawEntry<'_> {
 
 impl<'de> Deserialize<'de> for FileIntegrityEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawEntry::deserialize(deserializer)?;
+        let ObjectOnly(raw) = ObjectOnly::<RawEntry>::deserialize(deserializer)?;
         let path = raw.path.clone().into_owned();
         raw.into_entry()
             .map_err(|reason| de::Error::custom(format!("entry {path:?}: {reason}")))
@@ -466,7 +489,7 @@ impl<'de> Deserialize<'de> for Entries {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
                 let mut entries: Vec<FileIntegrityEntry> =
                     Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                while let Some(raw) = seq.next_element::<RawEntry<'de>>()? {
+                while let Some(ObjectOnly(raw)) = seq.next_element::<ObjectOnly<RawEntry<'de>>>()? {
                     let idx = entries.len();
                     // A borrowed path (no JSON escapes) clones without allocating.
                     let path = raw.path.clone();
@@ -495,9 +518,9 @@ impl<'de> Deserialize<'de> for ErrorRecords {
             path: String,
             error: String,
         }
-        let raw = Vec::<RawRecord>::deserialize(deserializer)?;
+        let raw = Vec::<ObjectOnly<RawRecord>>::deserialize(deserializer)?;
         let mut records = Vec::with_capacity(raw.len());
-        for (idx, record) in raw.into_iter().enumerate() {
+        for (idx, ObjectOnly(record)) in raw.into_iter().enumerate() {
             let path = decode_path(&record.path)
                 .and_then(|path| validate_path(&path).map(|()| path).map_err(String::from))
                 .map_err(|reason| {
@@ -509,5 +532,225 @@ impl<'de> Deserialize<'de> for ErrorRecords {
             });
         }
         Ok(ErrorRecords(records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn doc(entries: &str) -> String {
+        format!(
+            r#"{{"image_id":"ubuntu-2204-hardened-v1","timestamp":"2026-11-23T07:31:43Z","entries":[{entries}]}}"#
+        )
+    }
+
+    fn file(path: &str) -> String {
+        format!(r#"{{"path":"{path}","sha256":"{HASH}","mode":420,"uid":0,"gid":0}}"#)
+    }
+
+    fn rejected(text: &str) -> String {
+        Baseline::from_json_slice(text.as_bytes())
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn seed_document_with_five_fields_is_accepted() {
+        let text = doc(&format!("{},{}", file("/etc/passwd"), file("/usr/bin/su")));
+        let baseline = Baseline::from_json_slice(text.as_bytes()).unwrap();
+        assert_eq!(baseline.entries.len(), 2);
+        assert_eq!(baseline.entries[0].kind, EntryKind::File);
+        assert_eq!(&*baseline.entries[1].path, b"/usr/bin/su");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let text = r#"{"image_id":"a","timestamp":"2026-11-23T07:31:43.5Z","future":[1],"entries":[
+            {"path":"/x","sha256":"","mode":493,"uid":0,"gid":0,"kind":"dir","xattrs":{"a":1}}]}"#;
+        assert!(Baseline::from_json_slice(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn round_trip_is_byte_identical() {
+        let target = b"../lib/x".to_vec();
+        let baseline = Baseline {
+            image_id: "img".into(),
+            timestamp: "2026-11-23T07:31:43Z".into(),
+            entries: vec![
+                FileIntegrityEntry {
+                    path: b"/a\n\\%\xff".to_vec().into(),
+                    sha256: Some(Sha256Digest::of(b"")),
+                    mode: 0o4755,
+                    uid: 0,
+                    gid: 0,
+                    kind: EntryKind::File,
+                    size: Some(0),
+                    target: None,
+                    rdev: None,
+                },
+                FileIntegrityEntry {
+                    path: b"/b".to_vec().into(),
+                    sha256: Some(Sha256Digest::of(&target)),
+                    mode: 0o777,
+                    uid: 1,
+                    gid: 2,
+                    kind: EntryKind::Symlink,
+                    size: None,
+                    target: Some(target.into()),
+                    rdev: None,
+                },
+                FileIntegrityEntry {
+                    path: b"/c".to_vec().into(),
+                    sha256: None,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 6,
+                    kind: EntryKind::Block,
+                    size: None,
+                    target: None,
+                    rdev: Some(0x801),
+                },
+            ],
+            errors: vec![ScanErrorRecord {
+                path: b"/secret".to_vec().into(),
+                error: "permission denied".into(),
+            }],
+        };
+        baseline.validate().unwrap();
+        let bytes = baseline.to_json_bytes();
+        let parsed = Baseline::from_json_slice(&bytes).unwrap();
+        assert_eq!(parsed, baseline);
+        assert_eq!(parsed.to_json_bytes(), bytes);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains(r#""path":"/a\n\\%25%FF""#), "{text}");
+    }
+
+    #[test]
+    fn bad_documents_name_the_entry_and_reason() {
+        let cases: Vec<(String, &str)> = vec![
+            (doc(&format!("{},{}", file("/b"), file("/a"))), "not sorted"),
+            (
+                doc(&format!("{},{}", file("/a"), file("/a"))),
+                "duplicate path",
+            ),
+            (doc(&file("/a/../etc")), "'..'"),
+            (doc(&file("/a/./b")), "'.'"),
+            (doc(&file("relative")), "must start with '/'"),
+            (doc(&file("/a//b")), "empty component"),
+            (doc(&file("/a/")), "empty component"),
+            (doc(&file("/%41")), "bad path encoding"),
+            (doc(&file("/a%")), "bad path encoding"),
+            (
+                doc(&file("/x").replace(HASH, &HASH.to_uppercase())),
+                "64 lowercase hex",
+            ),
+            (
+                doc(&file("/x").replace(HASH, &HASH[..63])),
+                "64 lowercase hex",
+            ),
+            (doc(&file("/x").replace(HASH, "")), "needs a sha256"),
+            (doc(&file("/x").replace("420", "4096")), "above 0o7777"),
+            (doc(&file("/x").replace("420", "-1")), "invalid value"),
+            (
+                doc(&file("/x").replace("\"gid\":0", "\"gid\":0,\"kind\":\"dir\"")),
+                "must have sha256 \"\"",
+            ),
+            (
+                doc(&file("/x").replace("\"gid\":0", "\"gid\":0,\"kind\":\"door\"")),
+                "unknown kind",
+            ),
+            (
+                doc(&file("/x").replace(
+                    "\"gid\":0",
+                    "\"gid\":0,\"kind\":\"symlink\",\"target\":\"/y\"",
+                )),
+                "hash of its target",
+            ),
+            (
+                doc(&file("/x").replace("\"uid\":0,", "")),
+                "missing field `uid`",
+            ),
+            (doc(&file("/x"))[..60].to_string(), "EOF"),
+            (
+                doc("").replace("ubuntu-2204-hardened-v1", "a/b"),
+                "image_id",
+            ),
+            (doc("").replace("ubuntu-2204-hardened-v1", ""), "image_id"),
+            (doc("").replace("ubuntu-2204-hardened-v1", ".."), "image_id"),
+            (
+                doc("").replace("ubuntu-2204-hardened-v1", &"a".repeat(129)),
+                "image_id",
+            ),
+            (
+                doc("").replace("2026-11-23T07:31:43Z", "2026-11-23 07:31:43"),
+                "timestamp",
+            ),
+            (
+                doc("").replace("2026-11-23T07:31:43Z", "2026-11-23T07:31:43+01:00"),
+                "timestamp",
+            ),
+            (
+                doc("").replace("2026-11-23T07:31:43Z", "2026-13-23T07:31:43Z"),
+                "timestamp",
+            ),
+            ("[]".to_string(), "expected a JSON object"),
+            (
+                r#"["a","2026-11-23T07:31:43Z",[]]"#.to_string(),
+                "expected a JSON object",
+            ),
+            (
+                doc(&format!(r#"["/x","{HASH}",420,0,0]"#)),
+                "expected a JSON object",
+            ),
+            ("".to_string(), "EOF"),
+        ];
+        for (text, expected) in cases {
+            let message = rejected(&text);
+            assert!(
+                message.contains(expected),
+                "{text}\n  gave: {message}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_bad_entry_is_named_with_its_index() {
+        let message = rejected(&doc(&format!("{},{}", file("/ok"), file("/bad/.."))));
+        assert!(message.contains("entries[1]"), "{message}");
+        assert!(message.contains("/bad/.."), "{message}");
+    }
+
+    #[test]
+    fn null_bytes_in_paths_are_refused() {
+        assert!(rejected(&doc(&file("/a\\u0000b"))).contains("NUL"));
+    }
+
+    #[test]
+    fn image_id_rules() {
+        for good in ["ubuntu-2204-hardened-v1", "gold-v1", "a", "img:1.2+b@x~y_z"] {
+            assert!(validate_image_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a\0b",
+            ".hidden",
+            "..",
+            "a b",
+            "é",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_image_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(Baseline::from_json_slice(text.as_bytes()).is_err());
     }
 }
