@@ -528,3 +528,30 @@ fn help_and_version_answer() {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
 }
+
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let fixture = Fixture::new(false);
+    // `script` runs the collector on a pseudo-terminal and copies what it draws.
+    let command = format!(
+        "'{BIN}' --root '{}' --image-id tty -o '{}'",
+        fixture.root().display(),
+        fixture.out("tty.json").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    // The bar's message ("N entries, X MB, R MB/s, E errors"), not the summary's.
+    assert!(
+        drawn.contains(" MB, ") && drawn.contains(" errors"),
+        "{drawn}"
+    );
+    assert!(
+        drawn.contains('\u{1b}'),
+        "no terminal control sequences: {drawn}"
+    );
+    // Without a terminal: only the summary line (manifest_goes_to_stdout_by_default).
+}
