@@ -8,6 +8,7 @@
 pub mod diff;
 pub mod digest;
 pub mod exclude;
+pub mod fuzzing;
 pub mod manifest;
 pub mod pathenc;
 pub mod scan;
