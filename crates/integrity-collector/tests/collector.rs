@@ -555,3 +555,24 @@ fn progress_bar_only_on_a_terminal() {
     );
     // Without a terminal: only the summary line (manifest_goes_to_stdout_by_default).
 }
+
+#[test]
+fn paths_beyond_path_max_are_errors_not_a_failed_scan() {
+    let fixture = Fixture::new(false);
+    // 20 levels of 250-byte names, built with relative operations (PATH_MAX is 4096).
+    let name = "d".repeat(250);
+    let script = format!(
+        "import os\nos.chdir({root:?})\nfor _ in range(20):\n    os.mkdir({name:?})\n    os.chdir({name:?})\nopen('leaf', 'w').write('x')\n",
+        root = fixture.root().display().to_string(),
+    );
+    sh(Command::new("python3").args(["-c", &script]));
+    let (output, baseline) = scan_to_file(&fixture, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(!baseline.errors.is_empty());
+    assert!(baseline
+        .entries
+        .iter()
+        .all(|entry| entry.path.len() <= 4096));
+    assert!(has(&baseline, format!("/{name}").as_bytes()));
+    assert!(has(&baseline, b"/etc/passwd"));
+}

@@ -12,7 +12,7 @@
 
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::exclude::Exclusions;
-use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord};
+use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -130,6 +130,7 @@ impl<'a> Walk<'a> {
             Err(err) => return self.record_error(&rel, &err),
         };
         let mut batch = Vec::new();
+        let mut too_long_reported = false;
         for item in listing {
             let dirent = match item {
                 Ok(dirent) => dirent,
@@ -143,6 +144,16 @@ impl<'a> Walk<'a> {
             child_rel.extend_from_slice(&rel);
             child_rel.push(b'/');
             child_rel.extend_from_slice(&name);
+            if child_rel.len() > MAX_PATH_BYTES {
+                // A manifest path is at most PATH_MAX bytes; deeper names (made with
+                // relative operations) are reported on their directory, once.
+                if !too_long_reported {
+                    too_long_reported = true;
+                    let err = io::Error::other("holds paths longer than 4096 bytes");
+                    self.record_error(&rel, &err);
+                }
+                continue;
+            }
             if self.options.exclusions.is_excluded(&child_rel) {
                 continue;
             }
