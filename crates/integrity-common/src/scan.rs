@@ -27,9 +27,9 @@ use std::sync::Mutex;
 const OWN_TASK_BYTES: u64 = 4 << 20;
 /// Read buffer per worker thread. Small on purpose: the profile on /usr showed the
 /// kernel's copy into user space costing as much as SHA-256 itself with a 256 KiB
-/// buffer; at 64 KiB the buffer stays in L2 between the copy and the hash and that
-/// copy's cost halves (docs/BENCHMARKS.md).
-const READ_BUFFER_BYTES: usize = 64 << 10;
+/// buffer; at 32–64 KiB the buffer stays in cache between the copy and the hash and
+/// that copy's cost halves (docs/BENCHMARKS.md).
+const READ_BUFFER_BYTES: usize = 32 << 10;
 
 /// What to scan and how.
 #[derive(Debug, Clone)]
