@@ -1,0 +1,237 @@
+//! The service's configuration: flags > environment > TOML file > defaults
+//! (DESIGN §10, §11).
+
+use crate::app::Limits;
+use crate::server::ServerLimits;
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listen address: loopback, so a service started without tokens is safe.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default store directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/bulletproof/metadata";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+const AFTER_HELP: &str = "\
+API:
+  POST /baselines                          store a manifest (bearer token)      201 400 401 409 413
+  GET  /baselines/{image_id}               the stored bytes (ETag, gzip, zstd)  200 304 404
+  GET  /baselines                          image ids, timestamps, entry counts, digests
+  PUT  /baselines/{image_id}/signature     store its minisign signature          201 200 404 409
+  GET  /baselines/{image_id}/signature     the stored signature                 200 404
+  GET  /healthz, GET /metrics              liveness; Prometheus (OpenMetrics) text
+
+Without any token the service refuses to listen on anything but loopback.
+Precedence: flags > environment > --config file > defaults.
+
+Exit status: 0 after a clean shutdown (SIGTERM, SIGINT), 2 on a configuration or
+start-up error.";
+
+/// Command line. Every option also has an environment variable and a config-file key.
+#[derive(Debug, Parser)]
+#[command(
+    name = "metadata-service",
+    version,
+    about = "Stores Bulletproof baselines and serves them to the fleet over HTTP",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// TOML configuration file (keys as the long options, with `_` for `-`)
+    #[arg(long, env = "METADATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "METADATA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the sled store [default: /var/lib/bulletproof/metadata]
+    #[arg(long = "data", env = "METADATA_DATA_DIR", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// A bearer token accepted for writes (repeatable; the environment variable takes
+    /// a comma-separated list)
+    #[arg(
+        long = "token",
+        env = "METADATA_TOKENS",
+        value_name = "T",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+    /// File with accepted tokens, one per line (keeps them out of `ps` and the
+    /// environment)
+    #[arg(long, env = "METADATA_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key)
+    #[arg(
+        long,
+        env = "METADATA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "METADATA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Largest accepted baseline, in bytes [default: 536870912]
+    #[arg(long, env = "METADATA_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Connections served at once [default: 1024]
+    #[arg(long, env = "METADATA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a request (body included) may take [default: 120]
+    #[arg(long, env = "METADATA_REQUEST_TIMEOUT", value_name = "SECS")]
+    pub request_timeout: Option<u64>,
+    /// Seconds a client has to send request headers, also the keep-alive idle time
+    /// [default: 10]
+    #[arg(long, env = "METADATA_HEADER_TIMEOUT", value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+    /// Bytes of baseline bodies cached in memory [default: 134217728]
+    #[arg(long, env = "METADATA_CACHE_BYTES", value_name = "BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Log format [default: text]
+    #[arg(long, env = "METADATA_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file: the same keys as the long options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    pub tokens: Option<Vec<String>>,
+    pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub request_timeout: Option<u64>,
+    pub header_timeout: Option<u64>,
+    pub cache_bytes: Option<u64>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: String,
+    pub data: PathBuf,
+    pub tokens: Vec<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: Limits,
+    pub server: ServerLimits,
+    pub log_format: LogFormat,
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+impl Config {
+    /// Merges flags and environment (already in `cli`) over the file over defaults.
+    pub fn resolve(cli: Cli) -> anyhow::Result<Config> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut tokens = if cli.tokens.is_empty() {
+            file.tokens.unwrap_or_default()
+        } else {
+            cli.tokens
+        };
+        if let Some(path) = cli.token_file.or(file.token_file) {
+            tokens.extend(read_token_file(&path)?);
+        }
+        tokens.retain(|token| !token.trim().is_empty());
+        for token in &mut tokens {
+            *token = token.trim().to_owned();
+            if token.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                bail!("a configured token has characters a bearer token cannot carry");
+            }
+        }
+        let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+        };
+        let limit_defaults = Limits::default();
+        let server_defaults = ServerLimits::default();
+        let secs = |value: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+            match value {
+                Some(0) => bail!("timeouts must be at least 1 second"),
+                Some(secs) => Ok(Duration::from_secs(secs)),
+                None => Ok(default),
+            }
+        };
+        let max_connections = cli
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(server_defaults.max_connections);
+        if max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        Ok(Config {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            data: cli
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            tokens,
+            tls,
+            limits: Limits {
+                max_body_bytes: cli
+                    .max_body_bytes
+                    .or(file.max_body_bytes)
+                    .unwrap_or(limit_defaults.max_body_bytes),
+                request_timeout: secs(
+                    cli.request_timeout.or(file.request_timeout),
+                    limit_defaults.request_timeout,
+                )?,
+                cache_bytes: cli
+                    .cache_bytes
+                    .or(file.cache_bytes)
+                    .unwrap_or(limit_defaults.cache_bytes),
+                ..limit_defaults
+            },
+            server: ServerLimits {
+                max_connections,
+                header_timeout: secs(
+                    cli.header_timeout.or(file.header_timeout),
+                    server_defaults.header_timeout,
+                )?,
+                ..server_defaults
+            },
+            log_format: cli
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+        })
+    }
+}
