@@ -88,10 +88,17 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
     }
-    let start = line.find("listen=")? + "listen=".len();
+    // Text logs say `listen=ADDR`, JSON logs `"listen":"ADDR"`.
+    let start = line
+        .find("listen=")
+        .map(|at| at + "listen=".len())
+        .or_else(|| {
+            line.find("\"listen\":\"")
+                .map(|at| at + "\"listen\":\"".len())
+        })?;
     let rest = &line[start..];
-    let end = rest.find(' ').unwrap_or(rest.len());
-    rest[..end].trim_matches('"').parse().ok()
+    let end = rest.find([' ', '"', ',']).unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 impl Server {
