@@ -11,7 +11,7 @@ use integrity_common::scan::describe_io_error;
 use integrity_common::{
     pathenc, scan, validate_image_id, Baseline, Exclusions, ScanOptions, ScanProgress,
 };
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 const EXIT_OK: u8 = 0;
 /// Written, but some paths could not be recorded (listed in the manifest and on stderr).
 const EXIT_PARTIAL: u8 = 1;
-/// Nothing written: bad arguments, unusable root or output.
+/// Nothing written (or not uploaded): bad arguments, unusable root or output, upload
+/// refused or service unreachable.
 const EXIT_FAILED: u8 = 2;
 
 const AFTER_HELP: &str = "\
@@ -31,13 +32,17 @@ Exit status:
   0  manifest written, every path recorded
   1  manifest written, but some paths could not be read (listed under \"errors\"
      in the manifest and on stderr)
-  2  nothing written: bad arguments, unusable root or output
+  2  nothing written, or not uploaded: bad arguments, unusable root or output,
+     upload refused (401/403 token, 409 another baseline has this image id,
+     413 too large, 400 invalid) or the service unreachable after retries
+     (connection errors and 5xx are retried with backoff; 4xx never are)
 
 Default exclusions (whole path components, relative to --root):
   /proc /sys /dev /run /tmp /var/tmp /var/log
 
 Environment:
   IMAGE_ID           image id when --image-id is not given
+  BULLETPROOF_TOKEN  bearer token when --token is not given
   SOURCE_DATE_EPOCH  if set, the manifest's timestamp (reproducible builds)";
 
 /// Scan a golden image and write its baseline manifest (JSON).
@@ -55,6 +60,33 @@ struct Args {
     /// Write the manifest to FILE (atomically) instead of stdout; `-` is stdout.
     #[arg(long, short, value_name = "FILE|-")]
     output: Option<PathBuf>,
+
+    /// Upload the manifest to the metadata service at URL (POST /baselines); the
+    /// manifest goes to stdout only if --output - is also given.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+
+    /// Bearer token for --server.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "BULLETPROOF_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// Read the bearer token from FILE (keeps it out of `ps`).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+
+    /// Trust this PEM CA certificate for an https --server (instead of the public
+    /// web roots).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// Attempts to upload before giving up (connection errors and 5xx are retried).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    upload_attempts: u32,
 
     /// Also exclude PATH (relative to --root) and everything below it. Repeatable.
     #[arg(long, value_name = "PATH")]
@@ -101,6 +133,11 @@ fn run(args: &Args) -> Result<u8> {
             .add(path.as_os_str().as_bytes())
             .map_err(|reason| anyhow::anyhow!("--exclude {}: {reason}", path.display()))?;
     }
+    // stdout when asked (`-`), or when the manifest goes nowhere else.
+    let to_stdout = match &args.output {
+        Some(path) => path == Path::new("-"),
+        None => args.server.is_none(),
+    };
     let output = args
         .output
         .as_deref()
@@ -108,6 +145,11 @@ fn run(args: &Args) -> Result<u8> {
     if let Some(path) = output {
         probe_writable(path)?;
     }
+    // Before a long scan: a bad URL, CA file or token file fails now.
+    let client = match &args.server {
+        Some(server) => Some(upload_client(args, server)?),
+        None => None,
+    };
 
     let options = ScanOptions {
         root: args.root.clone(),
@@ -142,20 +184,49 @@ fn run(args: &Args) -> Result<u8> {
     baseline
         .validate()
         .context("internal error: the scan produced an invalid manifest")?;
-    match output {
-        Some(path) => write_atomically(path, &baseline)?,
-        None => {
-            let stdout = io::stdout().lock();
-            let mut out = BufWriter::with_capacity(1 << 20, stdout);
-            baseline
-                .write_json(&mut out)
-                .and_then(|()| out.flush())
-                .map_err(|err| {
-                    anyhow::anyhow!(
-                        "cannot write the manifest to stdout: {}",
-                        describe_io_error(&err)
-                    )
-                })?;
+    // One serialization: the file, stdout and the upload carry the same bytes (the
+    // bytes a signature will cover).
+    let bytes = baseline.to_json_bytes();
+    if let Some(path) = output {
+        write_atomically(path, &bytes)?;
+    }
+    if to_stdout {
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(&bytes)
+            .and_then(|()| stdout.flush())
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot write the manifest to stdout: {}",
+                    describe_io_error(&err)
+                )
+            })?;
+    }
+    if let (Some(client), Some(server)) = (&client, &args.server) {
+        let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
+            eprintln!(
+                "integrity-collector: upload attempt {attempt} failed ({why}); retrying in {:.1} s",
+                delay.as_secs_f64()
+            );
+        };
+        let uploaded = client
+            .upload_baseline(&baseline.image_id, &bytes, &mut on_retry)
+            .map_err(|error| {
+                let written = match output {
+                    Some(path) => format!(" (the manifest was written to {})", path.display()),
+                    None => String::new(),
+                };
+                anyhow::anyhow!("upload to {server} failed: {error}{written}")
+            })?;
+        if !args.quiet {
+            let how = match uploaded {
+                integrity_client::Uploaded::Created => "stored",
+                integrity_client::Uploaded::AlreadyStored => "already stored (identical bytes)",
+            };
+            eprintln!(
+                "integrity-collector: baseline {} {how} at {server}/baselines/{}",
+                baseline.image_id, baseline.image_id
+            );
         }
     }
     if !args.quiet {
@@ -174,6 +245,39 @@ fn run(args: &Args) -> Result<u8> {
     } else {
         EXIT_PARTIAL
     })
+}
+
+/// The upload client of `--server`, with the token from `--token`, `BULLETPROOF_TOKEN`
+/// or `--token-file`.
+fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> {
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                bail!("--token-file {} is empty", path.display());
+            }
+            Some(token)
+        }
+        None => args.token.clone().filter(|token| !token.is_empty()),
+    };
+    let mut config = integrity_client::ClientConfig::new(
+        server,
+        concat!("integrity-collector/", env!("CARGO_PKG_VERSION")),
+    );
+    config.token = token;
+    config.ca_cert = args.ca_cert.clone();
+    config.retry.attempts = args.upload_attempts;
+    let client =
+        integrity_client::Client::new(&config).map_err(|error| anyhow::anyhow!("{error}"))?;
+    if client.token_in_clear_text() {
+        eprintln!(
+            "integrity-collector: warning: sending the token over plain http to {server}; \
+             use https"
+        );
+    }
+    Ok(client)
 }
 
 /// The manifest's timestamp: now, or `SOURCE_DATE_EPOCH` for reproducible builds.
@@ -230,13 +334,10 @@ fn probe_writable(path: &Path) -> Result<()> {
 /// Writes to a temporary file beside `path`, syncs it and renames it over `path`, so a
 /// reader sees either the old file or the complete new one, never a partial one. On
 /// failure the temporary file is removed.
-fn write_atomically(path: &Path, baseline: &Baseline) -> Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = temp_in_dir_of(path)?;
     let written = (|| {
-        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
-        baseline.write_json(&mut out)?;
-        out.flush()?;
-        drop(out);
+        temp.as_file().write_all(bytes)?;
         temp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         temp.as_file().sync_all()

@@ -147,6 +147,19 @@ fn read_token_file(path: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 impl Config {
+    /// Defaults everywhere but the address and the store directory.
+    pub fn new(listen: impl Into<String>, data: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: listen.into(),
+            data: data.into(),
+            tokens: Vec::new(),
+            tls: None,
+            limits: Limits::default(),
+            server: ServerLimits::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+
     /// Merges flags and environment (already in `cli`) over the file over defaults.
     pub fn resolve(cli: Cli) -> anyhow::Result<Config> {
         let file = match &cli.config {

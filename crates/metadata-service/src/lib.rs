@@ -9,3 +9,138 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+
+use crate::app::AppState;
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::store::SledStore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// sled's page cache; bodies are cached separately (`cache_bytes`), so keep it small.
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Runs the service with `config` until `shutdown` resolves: checks the listen rule,
+/// opens the store, listens (sending the bound address to `ready`), serves, and flushes
+/// the store after the last request.
+pub async fn run(
+    config: Config,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let addrs = server::resolve(&config.listen)?;
+    if config.tokens.is_empty() {
+        if let Some(public) = addrs.iter().find(|addr| !addr.ip().is_loopback()) {
+            anyhow::bail!(
+                "no token configured, so writes would be open to anyone who can reach \
+                 {public}; refusing to listen on anything but loopback (configure --token, \
+                 METADATA_TOKENS or token_file, or listen on 127.0.0.1)"
+            );
+        }
+        tracing::warn!("no token configured: writes are open to local clients (loopback only)");
+    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(server::tls_config(cert, key)?),
+        None => None,
+    };
+    let started = std::time::Instant::now();
+    let data = config.data.clone();
+    let store =
+        tokio::task::spawn_blocking(move || SledStore::open(&data, SLED_CACHE_BYTES)).await??;
+    let state = AppState::new(
+        Arc::new(store),
+        Tokens::new(&config.tokens),
+        config.limits.clone(),
+    )?;
+    let listener = tokio::net::TcpListener::bind(&addrs[..])
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        listen = %local,
+        tls = tls.is_some(),
+        data = %config.data.display(),
+        baselines = state.baseline_count(),
+        tokens = config.tokens.len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "metadata-service listening"
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(local);
+    }
+    let router = app::router(state.clone());
+    server::serve(
+        listener,
+        router,
+        state.clone(),
+        tls,
+        config.server.clone(),
+        shutdown,
+    )
+    .await;
+    tokio::task::spawn_blocking(move || state.flush_store()).await??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The service on a thread of its own, for embedding and for other crates' tests: a
+/// real server on a real socket and a real store.
+pub struct Background {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Background {
+    /// Starts the service and returns once it listens.
+    pub fn start(config: Config) -> anyhow::Result<Background> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(run(config, Some(ready_tx), async {
+                    let _ = stop_rx.await;
+                }))
+        });
+        match ready_rx.blocking_recv() {
+            Ok(addr) => Ok(Background {
+                addr,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("service thread panicked"))?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("service stopped before listening"))),
+        }
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("service thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,377 @@
+//! The blocking HTTP client of the metadata service (DESIGN §6), shared by the
+//! collector (uploads) and the agent (fetches). Small on purpose: it runs on every VM.
+//!
+//! Retries follow one rule: a connection error, a timeout or a `5xx` may be transient
+//! and is retried with exponential backoff and jitter; a `4xx` is the service's
+//! considered answer and is never retried.
+
+use integrity_common::Sha256Digest;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the first retry; doubles each time up to `max_delay`. The actual
+    /// delay is drawn between half and all of it (jitter), so a fleet does not retry in
+    /// lockstep.
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 5,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+impl Retry {
+    /// The delay before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(20);
+        let full = self
+            .initial_delay
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay);
+        full.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Where and how to reach the service.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, `http://host:port` or `https://host:port` (a path prefix is kept).
+    pub server: String,
+    /// Bearer token for writes.
+    pub token: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) to trust instead of the public
+    /// web roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Time one attempt may take, body included.
+    pub timeout: Duration,
+    pub retry: Retry,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl ClientConfig {
+    pub fn new(server: impl Into<String>, user_agent: impl Into<String>) -> Self {
+        ClientConfig {
+            server: server.into(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(300),
+            retry: Retry::default(),
+            user_agent: user_agent.into(),
+        }
+    }
+}
+
+/// Why a request to the service failed. The `Display` text is meant for operators.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The client could not be set up (bad URL, unreadable CA file).
+    Config(String),
+    /// `401`/`403`: the token is missing or not accepted.
+    Unauthorized { status: u16, detail: String },
+    /// `409`: a different baseline is already stored under this image id.
+    Conflict {
+        image_id: String,
+        stored_sha256: String,
+    },
+    /// `413`: the baseline is larger than the service accepts.
+    TooLarge { size: usize, detail: String },
+    /// `404`.
+    NotFound { detail: String },
+    /// Another `4xx`: the service refused the request as it is.
+    Rejected { status: u16, detail: String },
+    /// No usable answer after every attempt: connection errors, timeouts or `5xx`.
+    Unavailable { attempts: u32, last: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Config(text) => f.write_str(text),
+            ClientError::Unauthorized { status, detail } => write!(
+                f,
+                "the service refused the token ({status}): {detail}; check --token"
+            ),
+            ClientError::Conflict {
+                image_id,
+                stored_sha256,
+            } => write!(
+                f,
+                "a different baseline is already stored for image id {image_id} (sha256 \
+                 {stored_sha256}); baselines are immutable, give this build a new --image-id"
+            ),
+            ClientError::TooLarge { size, detail } => write!(
+                f,
+                "the baseline ({size} bytes) is larger than the service accepts: {detail} \
+                 (raise max_body_bytes on the service)"
+            ),
+            ClientError::NotFound { detail } => write!(f, "not found: {detail}"),
+            ClientError::Rejected { status, detail } => {
+                write!(f, "the service refused the request ({status}): {detail}")
+            }
+            ClientError::Unavailable { attempts, last } => write!(
+                f,
+                "the service did not answer usefully after {attempts} attempt(s): {last}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// What `upload_baseline` achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// `201`: stored now.
+    Created,
+    /// `409` with the same digest: these exact bytes were already stored (e.g. an
+    /// earlier attempt whose answer was lost).
+    AlreadyStored,
+}
+
+/// A connection to one metadata service.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+    retry: Retry,
+}
+
+/// One answer, read whole (bounded).
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// Largest error or metadata answer read.
+const SMALL_BODY_LIMIT: u64 = 1 << 20;
+
+fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
+    let pem = std::fs::read(path).map_err(|error| {
+        ClientError::Config(format!("cannot read CA file {}: {error}", path.display()))
+    })?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|error| ClientError::Config(format!("CA file {}: {error}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ClientError::Config(format!(
+            "CA file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+impl Client {
+    pub fn new(config: &ClientConfig) -> Result<Client, ClientError> {
+        let base = config.server.trim_end_matches('/').to_owned();
+        let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+        if !scheme_ok || base.len() <= "https://".len() {
+            return Err(ClientError::Config(format!(
+                "--server {:?}: expected http://HOST:PORT or https://HOST:PORT",
+                config.server
+            )));
+        }
+        let mut builder = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .user_agent(&config.user_agent)
+            .max_redirects(0);
+        if let Some(ca) = &config.ca_cert {
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_ca(ca)?)))
+                .build();
+            builder = builder.tls_config(tls);
+        }
+        Ok(Client {
+            agent: builder.build().new_agent(),
+            base,
+            token: config.token.clone(),
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// Whether a token would travel in clear text to another host.
+    pub fn token_in_clear_text(&self) -> bool {
+        let Some(rest) = self.base.strip_prefix("http://") else {
+            return false;
+        };
+        let host = rest.split('/').next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+        self.token.is_some() && !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    }
+
+    /// Sends a request (built fresh for each attempt) with the retry rule; `on_retry`
+    /// hears about each retry before its delay.
+    fn with_retries(
+        &self,
+        send: impl Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        on_retry: &mut dyn FnMut(u32, &str, Duration),
+    ) -> Result<Answer, ClientError> {
+        let attempts = self.retry.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match send(&self.agent) {
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    let body = response
+                        .body_mut()
+                        .with_config()
+                        .limit(SMALL_BODY_LIMIT)
+                        .read_to_vec()
+                        .unwrap_or_default();
+                    if status < 500 {
+                        return Ok(Answer { status, body });
+                    }
+                    last = format!("HTTP {status}: {}", detail(&body));
+                }
+                Err(error) => last = error.to_string(),
+            }
+            if attempt < attempts {
+                let delay = self.retry.delay(attempt);
+                on_retry(attempt, &last, delay);
+                std::thread::sleep(delay);
+            }
+        }
+        Err(ClientError::Unavailable { attempts, last })
+    }
+
+    fn bearer(&self) -> Option<String> {
+        self.token.as_ref().map(|token| format!("Bearer {token}"))
+    }
+
+    /// `POST /baselines` with the exact `bytes` of a manifest.
+    pub fn upload_baseline(
+        &self,
+        image_id: &str,
+        bytes: &[u8],
+        on_retry: &mut dyn FnMut(u32, &str, Duration),
+    ) -> Result<Uploaded, ClientError> {
+        let url = format!("{}/baselines", self.base);
+        let bearer = self.bearer();
+        let answer = self.with_retries(
+            |agent| {
+                let mut request = agent.post(&url).content_type("application/json");
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                request.send(bytes)
+            },
+            on_retry,
+        )?;
+        match answer.status {
+            201 => Ok(Uploaded::Created),
+            409 => {
+                let stored = json_field(&answer.body, "sha256").unwrap_or_default();
+                if stored == Sha256Digest::of(bytes).to_hex() {
+                    Ok(Uploaded::AlreadyStored)
+                } else {
+                    Err(ClientError::Conflict {
+                        image_id: image_id.to_owned(),
+                        stored_sha256: if stored.is_empty() {
+                            "unknown".into()
+                        } else {
+                            stored
+                        },
+                    })
+                }
+            }
+            status => Err(status_error(status, &answer.body, bytes.len())),
+        }
+    }
+}
+
+fn status_error(status: u16, body: &[u8], size: usize) -> ClientError {
+    let detail = detail(body);
+    match status {
+        401 | 403 => ClientError::Unauthorized { status, detail },
+        404 => ClientError::NotFound { detail },
+        413 => ClientError::TooLarge { size, detail },
+        _ => ClientError::Rejected { status, detail },
+    }
+}
+
+fn json_field(body: &[u8], field: &str) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The `detail` of a JSON error answer, or the body's first line.
+fn detail(body: &[u8]) -> String {
+    json_field(body, "detail").unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let line = text.lines().next().unwrap_or("").trim();
+        if line.is_empty() {
+            "no detail given".into()
+        } else {
+            line.chars().take(300).collect()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_ceiling() {
+        let retry = Retry {
+            attempts: 10,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
+        for _ in 0..100 {
+            let first = retry.delay(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = retry.delay(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(retry.delay(30) <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(Client::new(&ClientConfig::new("ftp://x", "t")).is_err());
+        assert!(Client::new(&ClientConfig::new("http://", "t")).is_err());
+        assert!(Client::new(&ClientConfig::new("localhost:8080", "t")).is_err());
+        let mut config = ClientConfig::new("http://10.0.0.1:8080/", "t");
+        let client = Client::new(&config).unwrap();
+        assert_eq!(client.base, "http://10.0.0.1:8080");
+        assert!(!client.token_in_clear_text());
+        config.token = Some("x".into());
+        assert!(Client::new(&config).unwrap().token_in_clear_text());
+        config.server = "http://127.0.0.1:8080".into();
+        assert!(!Client::new(&config).unwrap().token_in_clear_text());
+        config.server = "https://10.0.0.1".into();
+        assert!(!Client::new(&config).unwrap().token_in_clear_text());
+    }
+
+    #[test]
+    fn error_details_come_from_json_or_the_first_line() {
+        assert_eq!(detail(br#"{"error":"x","detail":"why"}"#), "why");
+        assert_eq!(detail(b"plain text\nmore"), "plain text");
+        assert_eq!(detail(b""), "no detail given");
+    }
+}
