@@ -382,14 +382,7 @@ fn not_modified(headers: &HeaderMap, meta: &BaselineMeta) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|tag| tag.trim())
-        .any(|tag| {
-            tag == "*" || {
-                let tag = tag.strip_prefix("W/").unwrap_or(tag);
-                [Encoding::Identity, Encoding::Gzip, Encoding::Zstd]
-                    .into_iter()
-                    .any(|encoding| meta.etag(encoding) == tag)
-            }
-        })
+        .any(|tag| tag == "*" || meta.matches_etag(tag.strip_prefix("W/").unwrap_or(tag)))
 }
 
 async fn get_baseline(

@@ -57,6 +57,23 @@ impl BaselineMeta {
         }
     }
 
+    /// Whether `tag` (quoted, without `W/`) is the tag of any stored form: no
+    /// allocation, as this runs on every revalidation.
+    pub fn matches_etag(&self, tag: &str) -> bool {
+        let Some(inner) = tag.strip_prefix('"').and_then(|tag| tag.strip_suffix('"')) else {
+            return false;
+        };
+        let Some(rest) = inner.strip_prefix(self.sha256.as_str()) else {
+            return false;
+        };
+        match rest {
+            "" => true,
+            ".gzip" => self.gzip_size.is_some(),
+            ".zstd" => self.zstd_size.is_some(),
+            _ => false,
+        }
+    }
+
     /// Whether the stored form in `encoding` exists.
     pub fn has(&self, encoding: Encoding) -> bool {
         match encoding {
@@ -99,17 +116,18 @@ pub fn validate(body: &[u8]) -> Result<BaselineMeta, Invalid> {
 /// gzip level: 6 is zlib's default; a GET is served from these bytes many times, the
 /// compression runs once per baseline.
 const GZIP_LEVEL: u32 = 6;
-/// zstd level: 9 compresses a manifest about as well as level 19 at a fraction of the
-/// time (measured on a `/usr` baseline, see docs/BENCHMARKS.md).
-const ZSTD_LEVEL: i32 = 9;
+/// zstd level: on a `/usr` baseline (26.6 MB, mostly incompressible hex digests) level
+/// 1 gave the smallest output of levels 1, 3, 6 and 9 (5.16 MB vs 5.43 MB at 9) in a
+/// tenth of the time (docs/BENCHMARKS.md).
+const ZSTD_LEVEL: i32 = 1;
 
 /// Compresses a validated body into its stored forms, both codecs at once on two
 /// threads. A form is kept only when it is smaller than the original.
 pub fn prepare(mut meta: BaselineMeta, raw: Bytes) -> Prepared {
     let (gzip, zstd) = std::thread::scope(|scope| {
-        let gzip = scope.spawn(|| gzip(&raw));
-        let zstd = zstd::bulk::compress(&raw, ZSTD_LEVEL).ok();
-        (gzip.join().ok().flatten(), zstd)
+        let zstd = scope.spawn(|| zstd::bulk::compress(&raw, ZSTD_LEVEL).ok());
+        let gzip = gzip(&raw);
+        (gzip, zstd.join().ok().flatten())
     });
     let smaller = |form: Option<Vec<u8>>| form.filter(|bytes| bytes.len() < raw.len());
     let (gzip, zstd) = (smaller(gzip), smaller(zstd));

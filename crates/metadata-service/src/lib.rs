@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod server;

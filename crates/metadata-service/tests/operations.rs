@@ -516,3 +516,29 @@ fn restart_with_many_baselines_is_quick() {
     // Not a benchmark (see bench/service): a guard against loading every body at start.
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
+
+#[test]
+fn leftovers_of_an_interrupted_write_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let doc = baseline("img-kept", 10);
+    assert_eq!(post(&server, "/baselines", &doc, &[]).status, 201);
+    server.kill9();
+    // What a crash between writing the bodies and committing the index leaves.
+    let objects = dir.path().join("objects");
+    let orphan = objects.join(format!("{}.json", "ab".repeat(32)));
+    let temp = objects.join(".tmp-interrupted");
+    std::fs::write(&orphan, b"{}").unwrap();
+    std::fs::write(&temp, b"{\"image_id\":").unwrap();
+
+    let server = start(dir.path(), &[]);
+    assert!(!orphan.exists() && !temp.exists());
+    assert_eq!(get(&server, "/baselines/img-kept", &[]).body, doc);
+    assert_eq!(
+        get(&server, "/baselines", &[]).json()["baselines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
