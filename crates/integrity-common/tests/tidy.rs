@@ -59,3 +59,30 @@ fn house_rules_hold() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// DESIGN §2: the binaries that run on every machine never link the service's stack.
+#[test]
+fn fleet_binaries_do_not_link_the_service_stack() {
+    for package in ["integrity-collector", "integrity-client"] {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
+            .args(["--offline", "--locked"])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo tree");
+        assert!(
+            output.status.success(),
+            "cargo tree -p {package}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let tree = String::from_utf8_lossy(&output.stdout);
+        for forbidden in ["axum", "sled", "tokio", "hyper"] {
+            assert!(
+                !tree
+                    .lines()
+                    .any(|line| line.split(' ').next() == Some(forbidden)),
+                "{package} depends on {forbidden}:\n{tree}"
+            );
+        }
+    }
+}
