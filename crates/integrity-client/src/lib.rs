@@ -154,7 +154,23 @@ pub struct Client {
 struct Answer {
     status: u16,
     body: Vec<u8>,
+    etag: Option<String>,
 }
+
+/// What `fetch_baseline` got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// `304`: the cached copy (sent as `If-None-Match`) is current.
+    NotModified,
+    /// `200`: the stored bytes (decompressed if sent compressed) and their `ETag`.
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+    },
+}
+
+/// Largest baseline the agent accepts from the service (a million entries is ≈ 200 MB).
+pub const MAX_BASELINE_BYTES: u64 = 1 << 30;
 
 /// Largest error or metadata answer read.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
@@ -225,6 +241,7 @@ impl Client {
     fn with_retries(
         &self,
         send: impl Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        body_limit: u64,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Answer, ClientError> {
         let attempts = self.retry.attempts.max(1);
@@ -233,14 +250,32 @@ impl Client {
             match send(&self.agent) {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
-                    let body = response
-                        .body_mut()
-                        .with_config()
-                        .limit(SMALL_BODY_LIMIT)
-                        .read_to_vec()
-                        .unwrap_or_default();
+                    let etag = response
+                        .headers()
+                        .get("etag")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    let limit = if status == 200 {
+                        body_limit
+                    } else {
+                        SMALL_BODY_LIMIT
+                    };
+                    let body = match response.body_mut().with_config().limit(limit).read_to_vec() {
+                        Ok(body) => body,
+                        // A body cut off or too large for a 200 is a failed attempt.
+                        Err(error) if status == 200 => {
+                            last = format!("reading the answer: {error}");
+                            if attempt < attempts {
+                                let delay = self.retry.delay(attempt);
+                                on_retry(attempt, &last, delay);
+                                std::thread::sleep(delay);
+                            }
+                            continue;
+                        }
+                        Err(_) => Vec::new(),
+                    };
                     if status < 500 {
-                        return Ok(Answer { status, body });
+                        return Ok(Answer { status, body, etag });
                     }
                     last = format!("HTTP {status}: {}", detail(&body));
                 }
@@ -276,6 +311,7 @@ impl Client {
                 }
                 request.send(bytes)
             },
+            SMALL_BODY_LIMIT,
             on_retry,
         )?;
         match answer.status {
@@ -296,6 +332,37 @@ impl Client {
                 }
             }
             status => Err(status_error(status, &answer.body, bytes.len())),
+        }
+    }
+}
+
+impl Client {
+    /// `GET /baselines/{image_id}`, revalidating `etag` when given.
+    pub fn fetch_baseline(
+        &self,
+        image_id: &str,
+        etag: Option<&str>,
+        on_retry: &mut dyn FnMut(u32, &str, Duration),
+    ) -> Result<Fetched, ClientError> {
+        let url = format!("{}/baselines/{image_id}", self.base);
+        let answer = self.with_retries(
+            |agent| {
+                let mut request = agent.get(&url);
+                if let Some(etag) = etag {
+                    request = request.header("If-None-Match", etag);
+                }
+                request.call()
+            },
+            MAX_BASELINE_BYTES,
+            on_retry,
+        )?;
+        match answer.status {
+            200 => Ok(Fetched::Body {
+                bytes: answer.body,
+                etag: answer.etag,
+            }),
+            304 => Ok(Fetched::NotModified),
+            status => Err(status_error(status, &answer.body, 0)),
         }
     }
 }

@@ -63,7 +63,7 @@ fn house_rules_hold() {
 /// DESIGN §2: the binaries that run on every machine never link the service's stack.
 #[test]
 fn fleet_binaries_do_not_link_the_service_stack() {
-    for package in ["integrity-collector", "integrity-client"] {
+    for package in ["integrity-collector", "integrity-client", "integrity-agent"] {
         let output = std::process::Command::new(env!("CARGO"))
             .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
             .args(["--offline", "--locked"])

@@ -1,0 +1,481 @@
+//! `integrity-agent`: fetch the baseline of this machine's image, rescan the root with
+//! the engine, report every drift (DESIGN §4, §5).
+
+mod report;
+mod source;
+mod syslog;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use integrity_common::scan::describe_io_error;
+use integrity_common::{
+    diff, scan, validate_image_id, Anomaly, AnomalyKind, Baseline, DriftSummary, EntryKind,
+    Exclusions, ScanOptions, ScanOutput, ScanProgress,
+};
+use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bad arguments or configuration.
+const EXIT_USAGE: u8 = 14;
+/// No baseline: service unreachable with nothing cached, 404, unreadable file.
+const EXIT_UNAVAILABLE: u8 = 15;
+/// A baseline that is not valid, or is another image's.
+const EXIT_INVALID: u8 = 16;
+/// The root cannot be scanned, or the report cannot be written.
+const EXIT_IO: u8 = 18;
+
+const AFTER_HELP: &str = "\
+Exit status of a one-shot check (AIDE's bitmask; add the bits):
+   0  no drift
+   1  entries added         2  entries deleted
+   4  content modified or type changed
+   8  metadata (mode, owner, group) changed
+  14  bad arguments or configuration
+  15  no baseline: service unreachable and none cached, 404, unreadable --baseline
+  16  baseline invalid, or the baseline of another image id
+  18  root unreadable, or the report could not be written
+With --interval the agent runs until SIGTERM/SIGINT and then exits 0; a failed check
+is logged and retried at the next interval.
+
+Paths that cannot be read are listed (\"not checked\" / {\"error\":…}) and counted in the
+summary; they set no bit. When the service cannot be reached the last fetched baseline
+(cached under --cache-dir with its ETag) is used, and the report says so.
+
+A baseline in the seed's format (only path, sha256, mode, uid, gid: no directories or
+links) is compared against regular files only.
+
+Environment:
+  IMAGE_ID  image id when --image-id is not given";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Colour {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Check this machine against its golden-image baseline and report every drift.
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = AFTER_HELP)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["server", "baseline"])))]
+struct Args {
+    /// Root of the tree to check; paths are compared relative to it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+
+    /// Fetch the baseline from the metadata service at URL.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+
+    /// Use the baseline in FILE (offline).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+
+    /// Image id of this machine (required with --server).
+    #[arg(long, value_name = "ID", env = "IMAGE_ID")]
+    image_id: Option<String>,
+
+    /// Check once and exit with the drift bitmask (the default).
+    #[arg(long, conflicts_with = "interval")]
+    once: bool,
+
+    /// Check every SECS seconds (plus up to 10 % random delay) until SIGTERM.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    interval: Option<u64>,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// Also send each anomaly to syslog (RFC 5424, facility authpriv).
+    #[arg(long)]
+    syslog: bool,
+
+    /// Syslog socket for --syslog.
+    #[arg(long, value_name = "PATH", default_value = "/dev/log")]
+    syslog_socket: PathBuf,
+
+    /// Colour in the text report.
+    #[arg(long, value_enum, default_value_t = Colour::Auto)]
+    color: Colour,
+
+    /// Where the last fetched baseline is kept (with its ETag).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/cache/bulletproof/agent"
+    )]
+    cache_dir: PathBuf,
+
+    /// Trust this PEM CA certificate for an https --server.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// Attempts to fetch before falling back to the cache.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    fetch_attempts: u32,
+
+    /// Also exclude PATH (relative to --root) and everything below it. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    exclude: Vec<PathBuf>,
+
+    /// Do not apply the default exclusions.
+    #[arg(long)]
+    no_default_excludes: bool,
+
+    /// Descend into other filesystems mounted below the root.
+    #[arg(long)]
+    cross_filesystems: bool,
+
+    /// Worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// A check that could not be completed, with its exit code.
+struct Fatal {
+    code: u8,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn warn(message: String) {
+    eprintln!("integrity-agent: warning: {message}");
+}
+
+struct Agent {
+    args: Args,
+    image_id: Option<String>,
+    exclusions: Exclusions,
+    client: Option<integrity_client::Client>,
+    pool: rayon::ThreadPool,
+    syslog: Option<syslog::Syslog>,
+    colour: bool,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let agent = match Agent::new(args) {
+        Ok(agent) => agent,
+        Err(error) => {
+            eprintln!("integrity-agent: error: {error:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match agent.args.interval {
+        None => match agent.check() {
+            Ok(summary) => ExitCode::from(summary.exit_bits()),
+            Err(fatal) => {
+                eprintln!("integrity-agent: error: {}", fatal.message);
+                ExitCode::from(fatal.code)
+            }
+        },
+        Some(secs) => agent.run_every(Duration::from_secs(secs)),
+    }
+}
+
+impl Agent {
+    fn new(args: Args) -> anyhow::Result<Agent> {
+        let image_id = args.image_id.clone().filter(|id| !id.is_empty());
+        if let Some(id) = &image_id {
+            validate_image_id(id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
+        }
+        let client = match &args.server {
+            Some(server) => {
+                anyhow::ensure!(
+                    image_id.is_some(),
+                    "--server needs the image id (--image-id or IMAGE_ID)"
+                );
+                let mut config = integrity_client::ClientConfig::new(
+                    server,
+                    concat!("integrity-agent/", env!("CARGO_PKG_VERSION")),
+                );
+                config.ca_cert = args.ca_cert.clone();
+                config.retry.attempts = args.fetch_attempts;
+                config.timeout = Duration::from_secs(120);
+                Some(
+                    integrity_client::Client::new(&config)
+                        .map_err(|error| anyhow::anyhow!("{error}"))?,
+                )
+            }
+            None => None,
+        };
+        let mut exclusions = if args.no_default_excludes {
+            Exclusions::none()
+        } else {
+            Exclusions::defaults()
+        };
+        for path in &args.exclude {
+            exclusions
+                .add(path.as_os_str().as_bytes())
+                .map_err(|reason| anyhow::anyhow!("--exclude {}: {reason}", path.display()))?;
+        }
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(threads) = args.threads {
+            pool = pool.num_threads(threads);
+        }
+        let pool = pool.build().context("cannot start worker threads")?;
+        let syslog = if args.syslog {
+            Some(
+                syslog::Syslog::connect(&args.syslog_socket).with_context(|| {
+                    format!("--syslog: cannot reach {}", args.syslog_socket.display())
+                })?,
+            )
+        } else {
+            None
+        };
+        let colour = match args.color {
+            Colour::Always => true,
+            Colour::Never => false,
+            Colour::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        };
+        Ok(Agent {
+            args,
+            image_id,
+            exclusions,
+            client,
+            pool,
+            syslog,
+            colour,
+        })
+    }
+
+    fn load(&self) -> Result<source::Loaded, Fatal> {
+        let map = |error: source::SourceError| match error {
+            source::SourceError::Unavailable(text) => Fatal::new(EXIT_UNAVAILABLE, text),
+            source::SourceError::Invalid(text) => Fatal::new(EXIT_INVALID, text),
+        };
+        match (&self.client, &self.args.baseline, &self.image_id) {
+            (Some(client), _, Some(image_id)) => {
+                let cache = source::Cache::new(self.args.cache_dir.clone());
+                source::from_server(client, &cache, image_id, &mut warn).map_err(map)
+            }
+            (None, Some(path), image_id) => match image_id {
+                Some(image_id) => source::from_file(path, image_id).map_err(map),
+                None => {
+                    // Offline without an image id: the file's own.
+                    let bytes = std::fs::read(path).map_err(|error| {
+                        Fatal::new(
+                            EXIT_UNAVAILABLE,
+                            format!("cannot read --baseline {}: {error}", path.display()),
+                        )
+                    })?;
+                    let id = Baseline::from_json_slice(&bytes)
+                        .map(|baseline| baseline.image_id)
+                        .map_err(|error| {
+                            Fatal::new(
+                                EXIT_INVALID,
+                                format!("--baseline {}: {error}", path.display()),
+                            )
+                        })?;
+                    source::from_file(path, &id).map_err(map)
+                }
+            },
+            _ => Err(Fatal::new(
+                EXIT_USAGE,
+                "give --server URL or --baseline FILE",
+            )),
+        }
+    }
+
+    fn scan(&self) -> Result<ScanOutput, Fatal> {
+        let options = ScanOptions {
+            root: self.args.root.clone(),
+            exclusions: self.exclusions.clone(),
+            cross_filesystems: self.args.cross_filesystems,
+        };
+        let progress = ScanProgress::default();
+        self.pool
+            .install(|| scan(&options, &progress))
+            .map_err(|error| Fatal::new(EXIT_IO, error.to_string()))
+    }
+
+    /// One check: load, scan, diff, report. Returns the counts.
+    fn check(&self) -> Result<DriftSummary, Fatal> {
+        let loaded = self.load()?;
+        if let Some(note) = &loaded.note {
+            if loaded.source == "cache" {
+                warn(note.clone());
+            }
+        }
+        let scanned = self.scan()?;
+        let baseline = &loaded.baseline;
+        let current = comparable(baseline, &scanned.entries);
+        let anomalies: Vec<Anomaly<'_>> = diff(&baseline.entries, &current)
+            .filter(|anomaly| !hidden_by_error(anomaly, &scanned))
+            .collect();
+        let mut summary = DriftSummary::default();
+        for anomaly in &anomalies {
+            summary.record(anomaly.kind);
+        }
+        summary.errors = scanned.errors.len() as u64;
+        summary.scanned = scanned.entries.len() as u64;
+        let findings = report::Findings {
+            image_id: &baseline.image_id,
+            anomalies,
+            errors: &scanned.errors,
+            summary,
+            source: loaded.source,
+            note: loaded.note.as_deref(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let written = match self.args.format {
+            Format::Json => report::write_json(&mut stdout, &findings),
+            Format::Text => report::write_text(&mut stdout, &findings, self.colour),
+        }
+        .and_then(|()| stdout.flush());
+        if let Err(error) = written {
+            return Err(Fatal::new(
+                EXIT_IO,
+                format!("cannot write the report: {}", describe_io_error(&error)),
+            ));
+        }
+        if let Some(syslog) = &self.syslog {
+            self.send_syslog(syslog, &findings);
+        }
+        Ok(summary)
+    }
+
+    fn send_syslog(&self, syslog: &syslog::Syslog, findings: &report::Findings<'_>) {
+        let mut failed = None;
+        for anomaly in &findings.anomalies {
+            if let Err(error) = syslog.anomaly(findings.image_id, anomaly) {
+                failed.get_or_insert(error);
+            }
+        }
+        for error in findings.errors {
+            if let Err(error) = syslog.scan_error(findings.image_id, error) {
+                failed.get_or_insert(error);
+            }
+        }
+        let summary = serde_json::json!({ "summary": findings.summary }).to_string();
+        if let Err(error) = syslog.summary(findings.image_id, &summary) {
+            failed.get_or_insert(error);
+        }
+        if let Some(error) = failed {
+            warn(format!("syslog: {error}"));
+        }
+    }
+
+    /// `--interval`: a check every interval (plus jitter) until SIGTERM or SIGINT.
+    fn run_every(&self, interval: Duration) -> ExitCode {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
+                eprintln!("integrity-agent: error: cannot handle signals: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+        let mut run = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            run += 1;
+            let started = Instant::now();
+            match self.check() {
+                Ok(s) => eprintln!(
+                    "integrity-agent: check {run}: {} added, {} deleted, {} modified, {} metadata changed, {} type changed, {} errors, {} scanned in {:.2} s",
+                    s.added, s.deleted, s.modified, s.metadata_changed, s.type_changed, s.errors, s.scanned,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(fatal) => eprintln!(
+                    "integrity-agent: check {run} failed (exit code {} if one-shot): {}; next check in {} s",
+                    fatal.code,
+                    fatal.message,
+                    interval.as_secs()
+                ),
+            }
+            // Up to 10 % more, so a fleet started together does not stampede.
+            let wait = interval + interval.mul_f64(fastrand::f64() * 0.1);
+            let deadline = Instant::now() + wait;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100).min(deadline - Instant::now()));
+            }
+        }
+        eprintln!("integrity-agent: stopping after {run} check(s)");
+        ExitCode::SUCCESS
+    }
+}
+
+/// The scanned entries to compare. A seed-format baseline records regular files only
+/// (no directory, not even the root), so directories, links and special files are
+/// compared only where the baseline has the path; otherwise every directory of the
+/// machine would be "added".
+fn comparable<'a>(
+    baseline: &Baseline,
+    scanned: &'a [integrity_common::FileIntegrityEntry],
+) -> std::borrow::Cow<'a, [integrity_common::FileIntegrityEntry]> {
+    let files_only = baseline
+        .entries
+        .iter()
+        .all(|entry| entry.kind == EntryKind::File);
+    if !files_only {
+        return std::borrow::Cow::Borrowed(scanned);
+    }
+    let in_baseline = |path: &[u8]| {
+        baseline
+            .entries
+            .binary_search_by(|entry| (*entry.path).cmp(path))
+            .is_ok()
+    };
+    std::borrow::Cow::Owned(
+        scanned
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::File || in_baseline(&entry.path))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// A path that could not be read (or lies under a directory that could not be) is
+/// reported as an error, not also as deleted.
+fn hidden_by_error(anomaly: &Anomaly<'_>, scanned: &ScanOutput) -> bool {
+    if anomaly.kind != AnomalyKind::Deleted || scanned.errors.is_empty() {
+        return false;
+    }
+    let mut path = anomaly.path;
+    loop {
+        if scanned
+            .errors
+            .binary_search_by(|error| (*error.path).cmp(path))
+            .is_ok()
+        {
+            return true;
+        }
+        match path.iter().rposition(|&b| b == b'/') {
+            Some(0) | None => {
+                return scanned
+                    .errors
+                    .binary_search_by(|error| (*error.path).cmp(b"/"))
+                    .is_ok()
+            }
+            Some(slash) => path = &path[..slash],
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Rendering a check's findings: text for people (grouped by kind, old → new, a summary
+//! line, colour only on a terminal) and JSON lines for machines (DESIGN §5).
+
+use integrity_common::{
+    pathenc, Anomaly, AnomalyKind, DriftSummary, FileIntegrityEntry, ScanErrorRecord,
+};
+use std::io::{self, Write};
+
+/// What one check found, ready to render.
+pub struct Findings<'a> {
+    pub image_id: &'a str,
+    pub anomalies: Vec<Anomaly<'a>>,
+    pub errors: &'a [ScanErrorRecord],
+    pub summary: DriftSummary,
+    /// `service`, `cache` or `file`.
+    pub source: &'a str,
+    pub note: Option<&'a str>,
+}
+
+/// The JSON report: one anomaly per line, then one line per scan error, then the
+/// summary (with the baseline's source beside it).
+pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()> {
+    for anomaly in &findings.anomalies {
+        serde_json::to_writer(&mut *out, anomaly)?;
+        out.write_all(b"\n")?;
+    }
+    for error in findings.errors {
+        serde_json::to_writer(
+            &mut *out,
+            &serde_json::json!({ "error": error.error, "path": pathenc::encode(&error.path) }),
+        )?;
+        out.write_all(b"\n")?;
+    }
+    let mut baseline =
+        serde_json::json!({ "image_id": findings.image_id, "source": findings.source });
+    if let Some(note) = findings.note {
+        baseline["note"] = note.into();
+    }
+    // `summary` first, its counts in DESIGN §5's order; the source beside it.
+    out.write_all(b"{\"summary\":")?;
+    serde_json::to_writer(&mut *out, &findings.summary)?;
+    out.write_all(b",\"baseline\":")?;
+    serde_json::to_writer(&mut *out, &baseline)?;
+    out.write_all(b"}\n")
+}
+
+/// The order and headings of the text report.
+const GROUPS: [(AnomalyKind, &str, &str); 5] = [
+    (AnomalyKind::Modified, "modified", "\x1b[1;31m"),
+    (AnomalyKind::TypeChanged, "type changed", "\x1b[1;31m"),
+    (
+        AnomalyKind::MetadataChanged,
+        "metadata changed",
+        "\x1b[1;33m",
+    ),
+    (AnomalyKind::Deleted, "deleted", "\x1b[1;35m"),
+    (AnomalyKind::Added, "added", "\x1b[1;36m"),
+];
+
+fn quoted(path: &[u8]) -> String {
+    // JSON quoting: a file name cannot forge a report line.
+    serde_json::to_string(&pathenc::encode(path)).unwrap_or_default()
+}
+
+fn short_hash(hash: &Option<integrity_common::Sha256Digest>) -> String {
+    match hash {
+        Some(digest) => digest.to_hex()[..16].to_owned(),
+        None => "-".into(),
+    }
+}
+
+fn target(entry: &FileIntegrityEntry) -> String {
+    entry
+        .target
+        .as_deref()
+        .map(quoted)
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `field old → new` for every changed field.
+fn changes(anomaly: &Anomaly<'_>) -> String {
+    let (Some(old), Some(new)) = (anomaly.baseline, anomaly.current) else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for name in anomaly.changed.names() {
+        let part = match name {
+            "kind" => format!("kind {} → {}", old.kind, new.kind),
+            "sha256" => format!(
+                "sha256 {}… → {}…",
+                short_hash(&old.sha256),
+                short_hash(&new.sha256)
+            ),
+            "size" => format!(
+                "size {} → {}",
+                old.size.map_or("-".into(), |size| size.to_string()),
+                new.size.map_or("-".into(), |size| size.to_string())
+            ),
+            "target" => format!("target {} → {}", target(old), target(new)),
+            "rdev" => format!("rdev {:?} → {:?}", old.rdev, new.rdev),
+            "mode" => format!("mode {:04o} → {:04o}", old.mode, new.mode),
+            "uid" => format!("uid {} → {}", old.uid, new.uid),
+            "gid" => format!("gid {} → {}", old.gid, new.gid),
+            other => other.to_owned(),
+        };
+        parts.push(part);
+    }
+    parts.join(", ")
+}
+
+fn describe(entry: &FileIntegrityEntry) -> String {
+    format!(
+        "{} mode {:04o} uid {} gid {}",
+        entry.kind, entry.mode, entry.uid, entry.gid
+    )
+}
+
+/// The text report.
+pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) -> io::Result<()> {
+    let (reset, bold) = if colour {
+        ("\x1b[0m", "\x1b[1m")
+    } else {
+        ("", "")
+    };
+    let source = match findings.note {
+        Some(note) => format!("{} ({note})", findings.source),
+        None => findings.source.to_owned(),
+    };
+    writeln!(
+        out,
+        "{bold}image {}{reset}, baseline from {source}",
+        findings.image_id
+    )?;
+    for (kind, heading, paint) in GROUPS {
+        let lines: Vec<&Anomaly<'_>> = findings
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == kind)
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let paint = if colour { paint } else { "" };
+        writeln!(out, "{paint}{heading} ({}){reset}", lines.len())?;
+        for anomaly in lines {
+            let detail = match kind {
+                AnomalyKind::Added => anomaly.current.map(describe).unwrap_or_default(),
+                AnomalyKind::Deleted => anomaly.baseline.map(describe).unwrap_or_default(),
+                _ => changes(anomaly),
+            };
+            writeln!(out, "  {}  {detail}", quoted(anomaly.path))?;
+        }
+    }
+    if !findings.errors.is_empty() {
+        writeln!(out, "{bold}not checked ({}){reset}", findings.errors.len())?;
+        for error in findings.errors {
+            writeln!(out, "  {}  {}", quoted(&error.path), error.error)?;
+        }
+    }
+    let s = &findings.summary;
+    writeln!(
+        out,
+        "summary: {} added, {} deleted, {} modified, {} metadata changed, {} type changed, {} errors, {} scanned",
+        s.added, s.deleted, s.modified, s.metadata_changed, s.type_changed, s.errors, s.scanned
+    )
+}

@@ -1,0 +1,206 @@
+//! Where the baseline comes from: the service (with an on-disk cache revalidated by
+//! `ETag`, used when the service is unreachable) or a file (`--baseline`).
+//!
+//! Whatever the source, the bytes go through the one validator and must name the image
+//! id the agent was asked about; a cached copy that fails either is discarded and
+//! fetched again.
+
+use integrity_client::{Client, ClientError, Fetched};
+use integrity_common::Baseline;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why no baseline could be had: maps to the agent's error exit codes.
+#[derive(Debug)]
+pub enum SourceError {
+    /// Service unreachable (or 404) and nothing usable cached, or an unreadable file.
+    Unavailable(String),
+    /// Bytes were had but are not a valid baseline of the asked image id.
+    Invalid(String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Unavailable(text) | SourceError::Invalid(text) => f.write_str(text),
+        }
+    }
+}
+
+/// A baseline and how it was obtained.
+pub struct Loaded {
+    pub baseline: Baseline,
+    /// For people and the summary: `service`, `cache` or `file`.
+    pub source: &'static str,
+    /// Why a cached copy was used, when it was.
+    pub note: Option<String>,
+}
+
+/// Parses and checks a baseline's bytes.
+pub fn parse(bytes: &[u8], image_id: &str, what: &str) -> Result<Baseline, SourceError> {
+    let baseline = Baseline::from_json_slice(bytes)
+        .map_err(|error| SourceError::Invalid(format!("{what}: {error}")))?;
+    if baseline.image_id != image_id {
+        return Err(SourceError::Invalid(format!(
+            "{what} is the baseline of image {:?}, not of {image_id:?}",
+            baseline.image_id
+        )));
+    }
+    Ok(baseline)
+}
+
+/// `--baseline FILE`.
+pub fn from_file(path: &Path, image_id: &str) -> Result<Loaded, SourceError> {
+    let bytes = fs::read(path).map_err(|error| {
+        SourceError::Unavailable(format!(
+            "cannot read --baseline {}: {error}",
+            path.display()
+        ))
+    })?;
+    Ok(Loaded {
+        baseline: parse(&bytes, image_id, &format!("--baseline {}", path.display()))?,
+        source: "file",
+        note: None,
+    })
+}
+
+/// The on-disk copy of the last good baseline of one image id, with its `ETag`.
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    pub fn new(dir: PathBuf) -> Self {
+        Cache { dir }
+    }
+
+    fn body_path(&self, image_id: &str) -> PathBuf {
+        // Image ids are validated: no `/`, no leading `.`, safe as a file name.
+        self.dir.join(format!("{image_id}.json"))
+    }
+
+    fn etag_path(&self, image_id: &str) -> PathBuf {
+        self.dir.join(format!("{image_id}.etag"))
+    }
+
+    /// The cached baseline and its tag, if present and valid; a corrupt or foreign copy
+    /// is removed (and reported through `warn`).
+    pub fn load(
+        &self,
+        image_id: &str,
+        warn: &mut dyn FnMut(String),
+    ) -> Option<(Baseline, Option<String>)> {
+        let path = self.body_path(image_id);
+        let bytes = fs::read(&path).ok()?;
+        match parse(
+            &bytes,
+            image_id,
+            &format!("cached baseline {}", path.display()),
+        ) {
+            Ok(baseline) => {
+                let etag = fs::read_to_string(self.etag_path(image_id))
+                    .ok()
+                    .map(|tag| tag.trim().to_owned())
+                    .filter(|tag| !tag.is_empty() && tag.is_ascii());
+                Some((baseline, etag))
+            }
+            Err(error) => {
+                warn(format!("{error}; discarding it and fetching again"));
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(self.etag_path(image_id));
+                None
+            }
+        }
+    }
+
+    /// Stores a fetched baseline atomically (temp file, fsync, rename).
+    pub fn store(&self, image_id: &str, bytes: &[u8], etag: Option<&str>) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let write = |path: PathBuf, data: &[u8]| -> std::io::Result<()> {
+            let mut temp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            temp.write_all(data)?;
+            temp.as_file().sync_all()?;
+            temp.persist(path).map_err(|error| error.error)?;
+            Ok(())
+        };
+        // Tag first: a crash between the two leaves an old body with a new tag, which
+        // fails revalidation harmlessly (a 200 replaces both); the reverse order could
+        // pair a new body with an old tag that the service still answers 304 to.
+        let _ = fs::remove_file(self.etag_path(image_id));
+        write(self.body_path(image_id), bytes)?;
+        if let Some(etag) = etag {
+            write(self.etag_path(image_id), etag.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// `--server URL`: revalidates the cached copy, fetches when there is none or it
+/// changed, falls back to the cache when the service cannot be reached.
+pub fn from_server(
+    client: &Client,
+    cache: &Cache,
+    image_id: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<Loaded, SourceError> {
+    let cached = cache.load(image_id, warn);
+    let etag = cached.as_ref().and_then(|(_, etag)| etag.clone());
+    let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
+        warn(format!(
+            "fetching the baseline, attempt {attempt} failed ({why}); retrying in {:.1} s",
+            delay.as_secs_f64()
+        ));
+    };
+    match client.fetch_baseline(image_id, etag.as_deref(), &mut on_retry) {
+        Ok(Fetched::NotModified) => match cached {
+            Some((baseline, _)) => Ok(Loaded {
+                baseline,
+                source: "service",
+                note: Some("not modified since the cached copy".into()),
+            }),
+            // A 304 to a tag we did not send cannot happen; treat it as a bad answer.
+            None => Err(SourceError::Invalid(
+                "the service answered 304 without a cached copy".into(),
+            )),
+        },
+        Ok(Fetched::Body { bytes, etag }) => {
+            let baseline = parse(&bytes, image_id, "the baseline from the service")?;
+            if let Err(error) = cache.store(image_id, &bytes, etag.as_deref()) {
+                warn(format!("cannot cache the baseline: {error}"));
+            }
+            Ok(Loaded {
+                baseline,
+                source: "service",
+                note: None,
+            })
+        }
+        Err(ClientError::NotFound { .. }) => {
+            // A 404 is an answer, not an outage: the cache must not hide it.
+            Err(SourceError::Unavailable(format!(
+                "the service has no baseline for image id {image_id} (404)"
+            )))
+        }
+        Err(error @ ClientError::Unavailable { .. }) => {
+            let reason = error.to_string();
+            match cached {
+                Some((baseline, _)) => Ok(Loaded {
+                    baseline,
+                    source: "cache",
+                    note: Some(format!(
+                        "service unreachable, using the cached baseline: {reason}"
+                    )),
+                }),
+                None => Err(SourceError::Unavailable(format!(
+                    "cannot fetch the baseline and none is cached: {reason}"
+                ))),
+            }
+        }
+        Err(error) => Err(SourceError::Unavailable(format!(
+            "the service refused to send the baseline: {error}"
+        ))),
+    }
+}

@@ -1,0 +1,504 @@
+//! The agent binary end to end: planted drift of every kind on a real tree, the fetch
+//! and cache behaviour against a real metadata service (in-process, real sled
+//! directory), bad input, and continuous mode.
+
+use metadata_service::config::Config;
+use metadata_service::Background;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_integrity-agent");
+
+fn require_root() {
+    let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap());
+    assert_eq!(
+        uid, 0,
+        "these tests need root (chown); run scripts/test as root"
+    );
+}
+
+/// A small golden tree.
+fn golden(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in ["etc/ssh", "usr/bin", "usr/lib", "var/log", "tmp", "srv"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
+    fs::write(root.join("usr/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("usr/lib/libx.so"), vec![7u8; 10_000]).unwrap();
+    fs::write(root.join("usr/lib/old.conf"), "old\n").unwrap();
+    fs::write(root.join("usr/lib/plain"), "plain\n").unwrap();
+    symlink("libx.so", root.join("usr/lib/libx.so.1")).unwrap();
+    fs::write(root.join("var/log/syslog"), "log\n").unwrap();
+    fs::write(root.join("tmp/scratch"), "tmp\n").unwrap();
+    root
+}
+
+/// The baseline of `root`, made with the engine (the collector's own code path).
+fn collect(root: &Path, image_id: &str, out: &Path) {
+    let scanned = integrity_common::scan(
+        &integrity_common::ScanOptions {
+            root: root.to_owned(),
+            exclusions: integrity_common::Exclusions::defaults(),
+            cross_filesystems: false,
+        },
+        &integrity_common::ScanProgress::default(),
+    )
+    .unwrap();
+    let baseline = integrity_common::Baseline {
+        image_id: image_id.to_owned(),
+        timestamp: "2026-11-23T07:31:43Z".to_owned(),
+        entries: scanned.entries,
+        errors: scanned.errors,
+    };
+    fs::write(out, baseline.to_json_bytes()).unwrap();
+}
+
+fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(AGENT);
+    command
+        .args(args)
+        .env_remove("IMAGE_ID")
+        .env("NO_COLOR", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+type Found = (String, String, Vec<String>);
+
+/// (anomaly, path, changed) of every anomaly line, sorted.
+fn anomalies(output: &Output) -> Vec<Found> {
+    let mut found: Vec<Found> = lines(output)
+        .into_iter()
+        .filter(|line| line.get("anomaly").is_some())
+        .map(|line| {
+            (
+                line["anomaly"].as_str().unwrap().to_owned(),
+                line["path"].as_str().unwrap().to_owned(),
+                line["changed"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|field| field.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn owned(kind: &str, path: &str, changed: &[&str]) -> Found {
+    (
+        kind.into(),
+        path.into(),
+        changed.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+#[test]
+fn every_kind_of_planted_change_is_reported_exactly() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, "img", &baseline);
+    let args = [
+        "--root",
+        root.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+
+    let clean = agent(&args, &[]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    assert!(
+        anomalies(&clean).is_empty(),
+        "false positives on an unchanged tree"
+    );
+
+    // Content changed, size and mtime kept.
+    let passwd = root.join("etc/passwd");
+    let mtime = fs::metadata(&passwd).unwrap().modified().unwrap();
+    fs::write(&passwd, "toor:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&passwd)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // Setuid added.
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    // Owner changed.
+    std::os::unix::fs::chown(root.join("etc/hosts"), Some(1000), None).unwrap();
+    // Added, deleted.
+    fs::write(root.join("srv/backdoor"), "nc -l\n").unwrap();
+    fs::remove_file(root.join("usr/lib/old.conf")).unwrap();
+    // File replaced by a symlink.
+    fs::remove_file(root.join("usr/lib/plain")).unwrap();
+    symlink("/etc/shadow", root.join("usr/lib/plain")).unwrap();
+    // Symlink retargeted.
+    fs::remove_file(root.join("usr/lib/libx.so.1")).unwrap();
+    symlink("/tmp/evil.so", root.join("usr/lib/libx.so.1")).unwrap();
+    // Directory mode changed.
+    fs::set_permissions(root.join("etc/ssh"), fs::Permissions::from_mode(0o777)).unwrap();
+    // Changes under excluded directories are not drift.
+    fs::write(root.join("var/log/syslog"), "rotated\n").unwrap();
+    fs::write(root.join("tmp/new"), "x\n").unwrap();
+    fs::remove_file(root.join("tmp/scratch")).unwrap();
+
+    let drift = agent(&args, &[]);
+    let expected = vec![
+        owned("added", "/srv/backdoor", &[]),
+        owned("deleted", "/usr/lib/old.conf", &[]),
+        owned("metadata_changed", "/etc/hosts", &["uid"]),
+        owned("metadata_changed", "/etc/ssh", &["mode"]),
+        owned("metadata_changed", "/usr/bin/tool", &["mode"]),
+        owned("modified", "/etc/passwd", &["sha256"]),
+        owned("modified", "/usr/lib/libx.so.1", &["sha256", "target"]),
+        owned("type_changed", "/usr/lib/plain", &["kind"]),
+    ];
+    assert_eq!(
+        anomalies(&drift),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&drift.stdout)
+    );
+    assert_eq!(drift.status.code(), Some(1 | 2 | 4 | 8));
+    let last = lines(&drift).pop().unwrap();
+    let summary = &last["summary"];
+    assert_eq!(summary["added"], 1);
+    assert_eq!(summary["deleted"], 1);
+    assert_eq!(summary["modified"], 2);
+    assert_eq!(summary["metadata_changed"], 3);
+    assert_eq!(summary["type_changed"], 1);
+    assert_eq!(summary["errors"], 0);
+    let stdout = String::from_utf8_lossy(&drift.stdout).into_owned();
+    assert!(stdout
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("{\"summary\":{\"added\":1,\"deleted\":1,\"modified\":2,"));
+    // Old and new values are in each line.
+    let setuid = lines(&drift)
+        .into_iter()
+        .find(|line| line["path"] == "/usr/bin/tool")
+        .unwrap();
+    assert_eq!(setuid["baseline"]["mode"], 0o755);
+    assert_eq!(setuid["current"]["mode"], 0o4755);
+
+    // The text report: grouped, old → new, a summary line, no colour off a terminal.
+    let text = agent(&args[..4], &[]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(out.contains("modified (2)"), "{out}");
+    assert!(out.contains("\"/usr/bin/tool\"  mode 0755 → 4755"), "{out}");
+    assert!(out.contains("\"/etc/hosts\"  uid 0 → 1000"), "{out}");
+    assert!(
+        out.contains("target \"libx.so\" → \"/tmp/evil.so\""),
+        "{out}"
+    );
+    assert!(
+        out.lines().last().unwrap().starts_with(
+            "summary: 1 added, 1 deleted, 2 modified, 3 metadata changed, 1 type changed"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "colour off a terminal");
+    assert_eq!(text.status.code(), Some(1 | 2 | 4 | 8));
+}
+
+#[test]
+fn a_seed_format_baseline_works() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let hash = |path: &str| {
+        integrity_common::Sha256Digest::of(&fs::read(root.join(path)).unwrap()).to_hex()
+    };
+    let doc = format!(
+        r#"{{"image_id":"seed","timestamp":"2026-11-23T07:31:43Z","entries":[
+{{"path":"/etc/hosts","sha256":"{}","mode":420,"uid":0,"gid":0}},
+{{"path":"/etc/passwd","sha256":"{}","mode":420,"uid":0,"gid":0}}
+]}}"#,
+        hash("etc/hosts"),
+        hash("etc/passwd")
+    );
+    let baseline = dir.path().join("seed.json");
+    fs::write(&baseline, doc).unwrap();
+    let output = agent(
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--format",
+            "json",
+            "--image-id",
+            "seed",
+        ],
+        &[],
+    );
+    // Every other regular file is new to a baseline that lists two; directories and
+    // links are not compared against a files-only baseline.
+    let found = anomalies(&output);
+    assert!(
+        found.iter().all(|(kind, _, _)| kind == "added"),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|(_, path, _)| path == "/usr/bin/tool"));
+    assert!(
+        !found
+            .iter()
+            .any(|(_, path, _)| path == "/etc" || path == "/usr/lib/libx.so.1"),
+        "{found:?}"
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn bad_baselines_and_roots_get_clear_errors_and_exit_codes() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, "img", &baseline);
+    let root_arg = root.to_str().unwrap();
+    let base_arg = baseline.to_str().unwrap();
+
+    let other = agent(
+        &[
+            "--root",
+            root_arg,
+            "--baseline",
+            base_arg,
+            "--image-id",
+            "other",
+        ],
+        &[],
+    );
+    assert_eq!(other.status.code(), Some(16), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("\"img\"") && stderr(&other).contains("\"other\""),
+        "{}",
+        stderr(&other)
+    );
+
+    let truncated = dir.path().join("truncated.json");
+    let bytes = fs::read(&baseline).unwrap();
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let output = agent(
+        &[
+            "--root",
+            root_arg,
+            "--baseline",
+            truncated.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(16), "{}", stderr(&output));
+
+    let missing = agent(
+        &["--root", root_arg, "--baseline", "/nonexistent.json"],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(15));
+
+    let no_root = agent(
+        &["--root", "/nonexistent-root", "--baseline", base_arg],
+        &[],
+    );
+    assert_eq!(no_root.status.code(), Some(18), "{}", stderr(&no_root));
+    assert!(stderr(&no_root).contains("nonexistent-root"));
+
+    assert_eq!(agent(&["--root", root_arg], &[]).status.code(), Some(14));
+    let no_id = agent(&["--server", "http://127.0.0.1:1"], &[]);
+    assert_eq!(
+        no_id.status.code(),
+        Some(14),
+        "--server without an image id"
+    );
+    let help = agent(&["--help"], &[]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("IMAGE_ID") && help.contains("8  metadata"),
+        "{help}"
+    );
+}
+
+fn upload(server: &Background, bytes: &[u8]) {
+    let client = integrity_client::Client::new(&integrity_client::ClientConfig::new(
+        format!("http://{}", server.addr),
+        "test",
+    ))
+    .unwrap();
+    let doc = integrity_common::Baseline::from_json_slice(bytes).unwrap();
+    client
+        .upload_baseline(&doc.image_id, bytes, &mut |_, _, _| {})
+        .unwrap();
+}
+
+#[test]
+fn fetches_caches_revalidates_and_falls_back_to_the_cache() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, "img-net", &baseline);
+    let server = Background::start(Config::new("127.0.0.1:0", dir.path().join("store"))).unwrap();
+    upload(&server, &fs::read(&baseline).unwrap());
+    let cache = dir.path().join("cache");
+    let url = format!("http://{}", server.addr);
+    let run = |image_id: &str| {
+        agent(
+            &[
+                "--root",
+                root.to_str().unwrap(),
+                "--server",
+                &url,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--format",
+                "json",
+                "--fetch-attempts",
+                "2",
+            ],
+            &[("IMAGE_ID", image_id)],
+        )
+    };
+    let last = |output: &Output| lines(output).pop().unwrap();
+
+    let first = run("img-net");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(last(&first)["baseline"]["source"], "service");
+    assert_eq!(
+        fs::read(cache.join("img-net.json")).unwrap(),
+        fs::read(&baseline).unwrap()
+    );
+    assert!(fs::read_to_string(cache.join("img-net.etag"))
+        .unwrap()
+        .starts_with('"'));
+
+    // Revalidation: 304, the cached copy is used.
+    let second = run("img-net");
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(
+        last(&second)["baseline"]["note"],
+        "not modified since the cached copy"
+    );
+
+    // A corrupt cached copy is discarded and fetched again.
+    fs::write(
+        cache.join("img-net.json"),
+        b"{\"image_id\":\"img-net\",\"entr",
+    )
+    .unwrap();
+    let refetched = run("img-net");
+    assert_eq!(refetched.status.code(), Some(0), "{}", stderr(&refetched));
+    assert!(
+        stderr(&refetched).contains("discarding"),
+        "{}",
+        stderr(&refetched)
+    );
+    assert_eq!(
+        fs::read(cache.join("img-net.json")).unwrap(),
+        fs::read(&baseline).unwrap()
+    );
+
+    // A 404 is an error.
+    let unknown = run("img-unknown");
+    assert_eq!(unknown.status.code(), Some(15));
+    assert!(stderr(&unknown).contains("404"), "{}", stderr(&unknown));
+
+    // The service goes away: the cached baseline is used and the report says so.
+    server.stop().unwrap();
+    fs::write(root.join("srv/new"), "x").unwrap();
+    let offline = run("img-net");
+    assert_eq!(offline.status.code(), Some(1), "{}", stderr(&offline));
+    assert_eq!(last(&offline)["baseline"]["source"], "cache");
+    assert!(stderr(&offline).contains("cached"), "{}", stderr(&offline));
+    // ... and with nothing cached, a clear error.
+    fs::remove_dir_all(&cache).unwrap();
+    let nothing = run("img-net");
+    assert_eq!(nothing.status.code(), Some(15));
+    assert!(
+        stderr(&nothing).contains("none is cached"),
+        "{}",
+        stderr(&nothing)
+    );
+}
+
+#[test]
+fn continuous_mode_survives_failed_checks_and_stops_on_sigterm() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    // Nothing listens here: every check fails, the agent keeps going.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(AGENT)
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--image-id",
+            "img",
+            "--interval",
+            "1",
+            "--fetch-attempts",
+            "1",
+            "--cache-dir",
+        ])
+        .arg(dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2600));
+    let pid = child.id().to_string();
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "died on a failed check"
+    );
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(output.status.code(), Some(0));
+    let log = stderr(&output);
+    assert!(
+        log.contains("check 1 failed") && log.contains("check 2 failed"),
+        "{log}"
+    );
+    assert!(log.contains("stopping after"), "{log}");
+}
