@@ -376,7 +376,10 @@ impl Agent {
                 failed.get_or_insert(error);
             }
         }
-        let summary = serde_json::json!({ "summary": findings.summary }).to_string();
+        let summary = format!(
+            "{{\"summary\":{}}}",
+            serde_json::to_string(&findings.summary).unwrap_or_default()
+        );
         if let Err(error) = syslog.summary(findings.image_id, &summary) {
             failed.get_or_insert(error);
         }

@@ -502,3 +502,106 @@ fn continuous_mode_survives_failed_checks_and_stops_on_sigterm() {
     );
     assert!(log.contains("stopping after"), "{log}");
 }
+
+#[test]
+fn syslog_messages_reach_a_real_rsyslog_with_facility_and_severity() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, "img-log", &baseline);
+    let socket = dir.path().join("log.sock");
+    let out = dir.path().join("out.log");
+    let conf = dir.path().join("rsyslog.conf");
+    fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{dir}")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{socket}" UseSpecialParser="off" ParseHostname="on")
+template(name="t" type="string" string="%syslogfacility-text%.%syslogseverity-text% %app-name% %msgid% %msg%\n")
+*.* action(type="omfile" file="{out}" template="t")
+"#,
+            dir = dir.path().display(),
+            socket = socket.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let mut rsyslogd = Command::new("rsyslogd")
+        .args(["-n", "-f"])
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.path().join("rsyslogd.pid"))
+        .spawn()
+        .expect("rsyslogd (Debian package rsyslog; scripts/test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not create its socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::write(root.join("etc/passwd"), "changed\n").unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::write(root.join("srv/new"), "x").unwrap();
+    fs::remove_file(root.join("usr/lib/old.conf")).unwrap();
+    let output = agent(
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--syslog",
+            "--syslog-socket",
+            socket.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1 | 2 | 4 | 8),
+        "{}",
+        stderr(&output)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = fs::read_to_string(&out).unwrap_or_default();
+        if log.contains(" summary ") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = rsyslogd.kill();
+    let _ = rsyslogd.wait();
+    let line = |prefix: &str, path: &str| {
+        log.lines()
+            .find(|line| line.starts_with(prefix) && line.contains(&format!("\"path\":\"{path}\"")))
+            .unwrap_or_else(|| panic!("no {prefix:?} line for {path} in\n{log}"))
+            .to_owned()
+    };
+    line("authpriv.err integrity-agent modified ", "/etc/passwd");
+    let setuid = line(
+        "authpriv.warning integrity-agent metadata_changed ",
+        "/usr/bin/tool",
+    );
+    assert!(setuid.contains("\"mode\":2541"), "{setuid}");
+    line(
+        "authpriv.warning integrity-agent deleted ",
+        "/usr/lib/old.conf",
+    );
+    line("authpriv.notice integrity-agent added ", "/srv/new");
+    assert!(
+        log.lines()
+            .any(|l| l
+                .starts_with("authpriv.info integrity-agent summary {\"summary\":{\"added\":1,")),
+        "{log}"
+    );
+    // Each anomaly is its own message.
+    assert_eq!(log.lines().count(), 5, "{log}");
+}
