@@ -375,7 +375,9 @@ where
     let started = Instant::now();
     std::thread::scope(|threads| {
         threads.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
+            // At least one frame, however short the scan (the loop tests at its end).
+            loop {
+                let finished = done.load(Ordering::Relaxed);
                 let entries = progress.entries.load(Ordering::Relaxed);
                 let bytes = progress.bytes.load(Ordering::Relaxed);
                 let errors = progress.errors.load(Ordering::Relaxed);
@@ -385,6 +387,9 @@ where
                     bytes as f64 / 1e6
                 ));
                 bar.tick();
+                if finished {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
