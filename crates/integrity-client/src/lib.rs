@@ -155,6 +155,8 @@ struct Answer {
     status: u16,
     body: Vec<u8>,
     etag: Option<String>,
+    /// `Content-Encoding` of the answer.
+    encoding: Option<String>,
 }
 
 /// What `fetch_baseline` got.
@@ -250,11 +252,15 @@ impl Client {
             match send(&self.agent) {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
-                    let etag = response
-                        .headers()
-                        .get("etag")
-                        .and_then(|value| value.to_str().ok())
-                        .map(str::to_owned);
+                    let header = |name: &str| {
+                        response
+                            .headers()
+                            .get(name)
+                            .and_then(|value| value.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let etag = header("etag");
+                    let encoding = header("content-encoding");
                     let limit = if status == 200 {
                         body_limit
                     } else {
@@ -275,7 +281,12 @@ impl Client {
                         Err(_) => Vec::new(),
                     };
                     if status < 500 {
-                        return Ok(Answer { status, body, etag });
+                        return Ok(Answer {
+                            status,
+                            body,
+                            etag,
+                            encoding,
+                        });
                     }
                     last = format!("HTTP {status}: {}", detail(&body));
                 }
@@ -347,7 +358,9 @@ impl Client {
         let url = format!("{}/baselines/{image_id}", self.base);
         let answer = self.with_retries(
             |agent| {
-                let mut request = agent.get(&url);
+                // Decompressed here rather than by ureq: bounded, and independent of
+                // which ureq features other crates of the workspace switch on.
+                let mut request = agent.get(&url).header("Accept-Encoding", "gzip");
                 if let Some(etag) = etag {
                     request = request.header("If-None-Match", etag);
                 }
@@ -358,12 +371,45 @@ impl Client {
         )?;
         match answer.status {
             200 => Ok(Fetched::Body {
-                bytes: answer.body,
+                bytes: decode(answer.body, answer.encoding.as_deref())?,
                 etag: answer.etag,
             }),
             304 => Ok(Fetched::NotModified),
             status => Err(status_error(status, &answer.body, 0)),
         }
+    }
+}
+
+/// Undoes the answer's `Content-Encoding`, refusing more than [`MAX_BASELINE_BYTES`]
+/// of output (a gzip bomb).
+fn decode(body: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, ClientError> {
+    use std::io::Read;
+    match encoding.map(|value| value.trim().to_ascii_lowercase()) {
+        None => Ok(body),
+        Some(value) if value.is_empty() || value == "identity" => Ok(body),
+        Some(value) if value == "gzip" || value == "x-gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(MAX_BASELINE_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|error| ClientError::Rejected {
+                    status: 200,
+                    detail: format!("the gzip answer does not decompress: {error}"),
+                })?;
+            if out.len() as u64 > MAX_BASELINE_BYTES {
+                return Err(ClientError::Rejected {
+                    status: 200,
+                    detail: format!(
+                        "the answer decompresses to more than {MAX_BASELINE_BYTES} bytes"
+                    ),
+                });
+            }
+            Ok(out)
+        }
+        Some(other) => Err(ClientError::Rejected {
+            status: 200,
+            detail: format!("unsupported Content-Encoding {other:?}"),
+        }),
     }
 }
 
@@ -433,6 +479,18 @@ mod tests {
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
         config.server = "https://10.0.0.1".into();
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
+    }
+
+    #[test]
+    fn gzip_answers_are_decoded_and_bounded() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"hello").unwrap();
+        let gz = encoder.finish().unwrap();
+        assert_eq!(decode(gz, Some("gzip")).unwrap(), b"hello");
+        assert!(decode(b"not gzip".to_vec(), Some("gzip")).is_err());
+        assert!(decode(b"x".to_vec(), Some("br")).is_err());
+        assert_eq!(decode(b"x".to_vec(), None).unwrap(), b"x");
     }
 
     #[test]

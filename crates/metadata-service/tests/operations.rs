@@ -260,6 +260,8 @@ fn tls_client(der: &[u8]) -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
+        // No automatic Accept-Encoding (nor decoding): the tests check stored forms.
+        .accept_encoding(ureq::config::AutoHeaderValue::None)
         .build()
         .new_agent()
 }

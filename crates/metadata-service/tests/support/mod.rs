@@ -149,6 +149,8 @@ impl Drop for Server {
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // No automatic Accept-Encoding (nor decoding): the tests check stored forms.
+        .accept_encoding(ureq::config::AutoHeaderValue::None)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .new_agent()

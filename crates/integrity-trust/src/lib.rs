@@ -1,0 +1,229 @@
+//! One signature format everywhere (DESIGN §7): minisign. A thin layer over the
+//! `minisign` crate by minisign's author (no Ed25519 of our own), adding what a tool that
+//! runs unattended needs: keys loaded from files with or without a password, never a
+//! prompt without a terminal, the trusted comment returned after it is verified, and
+//! errors that say what is wrong without printing key material.
+//!
+//! Never `{:?}` a `minisign::SecretKey`: its `Debug` prints the key bytes.
+
+use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use std::fmt;
+use std::io::{Cursor, IsTerminal};
+use std::path::Path;
+
+/// A trust failure. The text never contains secret material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustError(pub String);
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TrustError {}
+
+fn err(context: &str, error: impl fmt::Display) -> TrustError {
+    TrustError(format!("{context}: {error}"))
+}
+
+/// Where the password of an encrypted secret key comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Password<'a> {
+    /// The first line of this file.
+    File(&'a Path),
+    /// Ask on the terminal if there is one; refuse otherwise.
+    PromptIfTerminal,
+}
+
+fn read_password(path: &Path) -> Result<String, TrustError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        err(
+            &format!("cannot read password file {}", path.display()),
+            error,
+        )
+    })?;
+    let password = text.lines().next().unwrap_or("").to_owned();
+    if password.is_empty() {
+        return Err(TrustError(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(password)
+}
+
+/// A new key pair written as `secret` (mode 0600) and `public`, in minisign's formats:
+/// encrypted with scrypt when a password file is given, unencrypted otherwise (like
+/// `minisign -W`). Existing files are never overwritten.
+pub fn keygen(secret: &Path, public: &Path, password: Option<&Path>) -> Result<String, TrustError> {
+    for path in [secret, public] {
+        if path.exists() {
+            return Err(TrustError(format!(
+                "{} exists; refusing to overwrite a key",
+                path.display()
+            )));
+        }
+    }
+    let KeyPair { pk, sk } = match password {
+        Some(file) => KeyPair::generate_encrypted_keypair(Some(read_password(file)?)),
+        None => KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(|error| err("generating the key pair", error))?;
+    let sk_box = sk
+        .to_box(None)
+        .map_err(|error| err("encoding the secret key", error))?;
+    let pk_box = pk
+        .to_box()
+        .map_err(|error| err("encoding the public key", error))?;
+    write_new(secret, sk_box.to_string().as_bytes(), 0o600)?;
+    write_new(public, pk_box.to_string().as_bytes(), 0o644)?;
+    Ok(key_id(&pk))
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|error| err(&format!("cannot create {}", path.display()), error))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| err(&format!("cannot write {}", path.display()), error))
+}
+
+/// The key id as minisign prints it (16 uppercase hex digits).
+pub fn key_id(pk: &PublicKey) -> String {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&pk.keynum()[..8]);
+    format!("{:016X}", u64::from_le_bytes(id))
+}
+
+/// Loads a secret key file (minisign format, encrypted or not).
+pub fn load_secret_key(path: &Path, password: Password<'_>) -> Result<SecretKey, TrustError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| err(&format!("cannot read secret key {}", path.display()), error))?;
+    let sk_box = SecretKeyBox::from_string(&text)
+        .map_err(|error| err(&format!("secret key {}", path.display()), error))?;
+    if let Ok(sk) = SecretKey::from_unencrypted_box(sk_box.clone()) {
+        return Ok(sk);
+    }
+    if let Some(sk) = unencrypted_without_checksum(&text) {
+        return Ok(sk);
+    }
+    let password = match password {
+        Password::File(file) => Some(read_password(file)?),
+        Password::PromptIfTerminal if std::io::stdin().is_terminal() => None,
+        Password::PromptIfTerminal => {
+            return Err(TrustError(format!(
+                "secret key {} is encrypted: give --password-file (no terminal to ask on)",
+                path.display()
+            )))
+        }
+    };
+    SecretKey::from_box(sk_box, password)
+        .map_err(|error| err(&format!("secret key {}", path.display()), error))
+}
+
+/// Reads an unencrypted key as the `minisign -W` command writes it: no KDF and an
+/// all-zero checksum, which the `minisign` crate refuses as "Corrupted key" (it expects
+/// the checksum an unencrypted key made by the crate carries). Accepted only when the
+/// key is otherwise well-formed and the secret half matches its public half.
+fn unencrypted_without_checksum(text: &str) -> Option<SecretKey> {
+    use ct_codecs::{Base64, Decoder};
+    const LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
+    let line = text.lines().nth(1)?.trim();
+    let bytes = Base64::decode_to_vec(line, None).ok()?;
+    if bytes.len() != LEN || &bytes[2..4] != b"\0\0" || bytes[LEN - 32..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let sk = SecretKey::from_bytes(&bytes).ok()?;
+    // An Ed25519 secret key carries its public key in its second half; a signature
+    // made with it must verify with that public key, or the file is corrupt.
+    let pk = PublicKey::from_secret_key(&sk).ok()?;
+    minisign::sign(Some(&pk), &sk, Cursor::new(b"probe"), None, None).ok()?;
+    Some(sk)
+}
+
+/// Loads a public key: a minisign `.pub` file, or the bare base64 line.
+pub fn load_public_key(path: &Path) -> Result<PublicKey, TrustError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| err(&format!("cannot read public key {}", path.display()), error))?;
+    parse_public_key(&text).map_err(|error| err(&format!("public key {}", path.display()), error))
+}
+
+/// Parses a public key from a `.pub` file's text or its base64 line.
+pub fn parse_public_key(text: &str) -> Result<PublicKey, TrustError> {
+    let trimmed = text.trim();
+    let parsed = if trimmed.starts_with("untrusted comment:") {
+        PublicKeyBox::from_string(trimmed).and_then(PublicKey::from_box)
+    } else {
+        PublicKey::from_base64(trimmed)
+    };
+    parsed.map_err(|error| TrustError(error.to_string()))
+}
+
+/// Signs `data` (prehashed, minisign's default `ED`) and returns the `.minisig` text.
+pub fn sign(sk: &SecretKey, data: &[u8], trusted_comment: &str) -> Result<String, TrustError> {
+    if trusted_comment.contains(['\n', '\r']) {
+        return Err(TrustError("a trusted comment is one line".into()));
+    }
+    let pk = PublicKey::from_secret_key(sk).map_err(|error| err("secret key", error))?;
+    let untrusted = format!("signature from bulletproof secret key {}", key_id(&pk));
+    minisign::sign(
+        Some(&pk),
+        sk,
+        Cursor::new(data),
+        Some(trusted_comment),
+        Some(&untrusted),
+    )
+    .map(|signature| signature.into_string())
+    .map_err(|error| err("signing", error))
+}
+
+/// Verifies a `.minisig` text over `data` with `pk` and returns its trusted comment
+/// (verified too). Legacy `Ed` signatures are refused unless `allow_legacy`.
+pub fn verify(
+    pk: &PublicKey,
+    data: &[u8],
+    signature: &str,
+    allow_legacy: bool,
+) -> Result<String, TrustError> {
+    let signature =
+        SignatureBox::from_string(signature).map_err(|error| err("signature unreadable", error))?;
+    let trusted = signature
+        .trusted_comment()
+        .map_err(|error| err("signature unreadable", error))?;
+    minisign::verify(pk, &signature, Cursor::new(data), true, false, allow_legacy)
+        .map_err(|error| TrustError(format!("signature does not verify: {error}")))?;
+    Ok(trusted)
+}
+
+/// The default trusted comment of `bulletproofctl sign`, as the `minisign` command
+/// writes it.
+pub fn default_trusted_comment(file_name: &str, unix_time: u64) -> String {
+    format!("timestamp:{unix_time}\tfile:{file_name}\thashed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_then_verify_and_refuse_forgeries() {
+        let KeyPair { pk, sk } = KeyPair::generate_unencrypted_keypair().unwrap();
+        let sig = sign(&sk, b"data", "image:a").unwrap();
+        assert_eq!(verify(&pk, b"data", &sig, false).unwrap(), "image:a");
+        assert!(verify(&pk, b"datA", &sig, false).is_err());
+        let edited = sig.replace("trusted comment: image:a", "trusted comment: image:b");
+        assert!(verify(&pk, b"data", &edited, false).is_err());
+        let KeyPair { pk: other, .. } = KeyPair::generate_unencrypted_keypair().unwrap();
+        assert!(verify(&other, b"data", &sig, false).is_err());
+        assert!(verify(&pk, b"data", "garbage", false).is_err());
+        assert!(verify(&pk, b"data", &sig[..sig.len() / 2], false).is_err());
+        assert!(sign(&sk, b"x", "two\nlines").is_err());
+    }
+}
