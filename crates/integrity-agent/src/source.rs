@@ -127,9 +127,9 @@ impl Cache {
             temp.persist(path).map_err(|error| error.error)?;
             Ok(())
         };
-        // Tag first: a crash between the two leaves an old body with a new tag, which
-        // fails revalidation harmlessly (a 200 replaces both); the reverse order could
-        // pair a new body with an old tag that the service still answers 304 to.
+        // Old tag out first, new tag in last: a crash in between leaves a body without
+        // a tag (the next run fetches it whole), never a body paired with a tag that
+        // is not its own (a 304 to that tag would bless the wrong copy).
         let _ = fs::remove_file(self.etag_path(image_id));
         write(self.body_path(image_id), bytes)?;
         if let Some(etag) = etag {
