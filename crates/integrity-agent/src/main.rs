@@ -13,7 +13,6 @@ use integrity_common::{
     Exclusions, ScanOptions, ScanOutput, ScanProgress,
 };
 use std::io::{IsTerminal, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,16 +225,11 @@ impl Agent {
             }
             None => None,
         };
-        let mut exclusions = if args.no_default_excludes {
-            Exclusions::none()
-        } else {
-            Exclusions::defaults()
-        };
-        for path in &args.exclude {
-            exclusions
-                .add(path.as_os_str().as_bytes())
-                .map_err(|reason| anyhow::anyhow!("--exclude {}: {reason}", path.display()))?;
-        }
+        let exclusions = Exclusions::from_flags(
+            !args.no_default_excludes,
+            args.exclude.iter().map(PathBuf::as_path),
+        )
+        .map_err(|reason| anyhow::anyhow!(reason))?;
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(threads) = args.threads {
             pool = pool.num_threads(threads);

@@ -12,7 +12,6 @@ use integrity_common::{
     pathenc, scan, validate_image_id, Baseline, Exclusions, ScanOptions, ScanProgress,
 };
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,16 +122,11 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<u8> {
     validate_image_id(&args.image_id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
     let timestamp = timestamp()?;
-    let mut exclusions = if args.no_default_excludes {
-        Exclusions::none()
-    } else {
-        Exclusions::defaults()
-    };
-    for path in &args.exclude {
-        exclusions
-            .add(path.as_os_str().as_bytes())
-            .map_err(|reason| anyhow::anyhow!("--exclude {}: {reason}", path.display()))?;
-    }
+    let exclusions = Exclusions::from_flags(
+        !args.no_default_excludes,
+        args.exclude.iter().map(PathBuf::as_path),
+    )
+    .map_err(|reason| anyhow::anyhow!(reason))?;
     // stdout when asked (`-`), or when the manifest goes nowhere else.
     let to_stdout = match &args.output {
         Some(path) => path == Path::new("-"),

@@ -34,6 +34,27 @@ impl Exclusions {
         exclusions
     }
 
+    /// What the `--exclude PATH`… and `--no-default-excludes` flags of the collector,
+    /// the agent and the guard mean: the default list (unless `defaults` is false) plus
+    /// `extra`. The error names the offending path.
+    pub fn from_flags<'a>(
+        defaults: bool,
+        extra: impl IntoIterator<Item = &'a std::path::Path>,
+    ) -> Result<Self, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut exclusions = if defaults {
+            Self::defaults()
+        } else {
+            Self::none()
+        };
+        for path in extra {
+            exclusions
+                .add(path.as_os_str().as_bytes())
+                .map_err(|reason| format!("--exclude {}: {reason}", path.display()))?;
+        }
+        Ok(exclusions)
+    }
+
     /// Adds a path such as `/var/cache`. A trailing `/` is tolerated; the path must
     /// otherwise be absolute and normalized, and cannot be the root itself.
     pub fn add(&mut self, path: &[u8]) -> Result<(), String> {
@@ -85,6 +106,17 @@ impl Exclusions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_flags_is_what_the_command_lines_mean() {
+        use std::path::Path;
+        let defaults = Exclusions::from_flags(true, [Path::new("/srv/cache/")]).unwrap();
+        assert!(defaults.is_excluded(b"/proc") && defaults.is_excluded(b"/srv/cache"));
+        let only = Exclusions::from_flags(false, [Path::new("/srv")]).unwrap();
+        assert!(only.is_excluded(b"/srv") && !only.is_excluded(b"/proc"));
+        let error = Exclusions::from_flags(true, [Path::new("relative")]).unwrap_err();
+        assert!(error.starts_with("--exclude relative: "), "{error}");
+    }
 
     #[test]
     fn whole_components_only() {
