@@ -380,6 +380,63 @@ impl Client {
     }
 }
 
+/// What `put_signature` achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStored {
+    /// `201`: stored now.
+    Created,
+    /// `200`: these exact bytes were already stored.
+    Unchanged,
+    /// `409`: another signature is stored for this baseline (signatures are
+    /// immutable); the caller decides whether the stored one is acceptable.
+    Conflict,
+}
+
+impl Client {
+    /// `PUT /baselines/{image_id}/signature`.
+    pub fn put_signature(
+        &self,
+        image_id: &str,
+        signature: &[u8],
+        on_retry: &mut dyn FnMut(u32, &str, Duration),
+    ) -> Result<SignatureStored, ClientError> {
+        let url = format!("{}/baselines/{image_id}/signature", self.base);
+        let bearer = self.bearer();
+        let answer = self.with_retries(
+            |agent| {
+                let mut request = agent.put(&url).content_type("text/plain");
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                request.send(signature)
+            },
+            SMALL_BODY_LIMIT,
+            on_retry,
+        )?;
+        match answer.status {
+            201 => Ok(SignatureStored::Created),
+            200 => Ok(SignatureStored::Unchanged),
+            409 => Ok(SignatureStored::Conflict),
+            status => Err(status_error(status, &answer.body, signature.len())),
+        }
+    }
+
+    /// `GET /baselines/{image_id}/signature`.
+    pub fn fetch_signature(
+        &self,
+        image_id: &str,
+        on_retry: &mut dyn FnMut(u32, &str, Duration),
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/baselines/{image_id}/signature", self.base);
+        let answer =
+            self.with_retries(|agent| agent.get(&url).call(), SMALL_BODY_LIMIT, on_retry)?;
+        match answer.status {
+            200 => Ok(answer.body),
+            status => Err(status_error(status, &answer.body, 0)),
+        }
+    }
+}
+
 /// Undoes the answer's `Content-Encoding`, refusing more than [`MAX_BASELINE_BYTES`]
 /// of output (a gzip bomb).
 fn decode(body: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, ClientError> {

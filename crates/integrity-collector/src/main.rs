@@ -87,6 +87,17 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     upload_attempts: u32,
 
+    /// Sign the exact bytes written or uploaded with this minisign secret key: writes
+    /// FILE.minisig beside --output FILE, and uploads the signature with --server. The
+    /// trusted comment names the image id and the timestamp.
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+
+    /// Password of an encrypted --sign-key (its first line); without it the password
+    /// is asked on the terminal, and refused when there is none.
+    #[arg(long, value_name = "F", requires = "sign_key")]
+    password_file: Option<PathBuf>,
+
     /// Also exclude PATH (relative to --root) and everything below it. Repeatable.
     #[arg(long, value_name = "PATH")]
     exclude: Vec<PathBuf>,
@@ -139,7 +150,23 @@ fn run(args: &Args) -> Result<u8> {
     if let Some(path) = output {
         probe_writable(path)?;
     }
-    // Before a long scan: a bad URL, CA file or token file fails now.
+    // Before a long scan: a bad key, URL, CA file or token file fails now.
+    let signer = match &args.sign_key {
+        Some(key) => {
+            if output.is_none() && args.server.is_none() {
+                bail!("--sign-key needs --output FILE (for FILE.minisig) or --server");
+            }
+            let password = match &args.password_file {
+                Some(path) => integrity_trust::Password::File(path),
+                None => integrity_trust::Password::PromptIfTerminal,
+            };
+            Some(
+                integrity_trust::load_secret_key(key, password)
+                    .map_err(|error| anyhow::anyhow!("--sign-key: {error}"))?,
+            )
+        }
+        None => None,
+    };
     let client = match &args.server {
         Some(server) => Some(upload_client(args, server)?),
         None => None,
@@ -181,8 +208,26 @@ fn run(args: &Args) -> Result<u8> {
     // One serialization: the file, stdout and the upload carry the same bytes (the
     // bytes a signature will cover).
     let bytes = baseline.to_json_bytes();
+    let signature = match &signer {
+        Some(sk) => {
+            let comment = format!(
+                "image_id:{}\ttimestamp:{}",
+                baseline.image_id, baseline.timestamp
+            );
+            Some(
+                integrity_trust::sign(sk, &bytes, &comment)
+                    .map_err(|error| anyhow::anyhow!("{error}"))?,
+            )
+        }
+        None => None,
+    };
     if let Some(path) = output {
         write_atomically(path, &bytes)?;
+        if let Some(signature) = &signature {
+            let mut sig_path = path.as_os_str().to_owned();
+            sig_path.push(".minisig");
+            write_atomically(Path::new(&sig_path), signature.as_bytes())?;
+        }
     }
     if to_stdout {
         let mut stdout = io::stdout().lock();
@@ -212,6 +257,17 @@ fn run(args: &Args) -> Result<u8> {
                 };
                 anyhow::anyhow!("upload to {server} failed: {error}{written}")
             })?;
+        if let Some(signature) = &signature {
+            upload_signature(
+                client,
+                &baseline.image_id,
+                &bytes,
+                signature,
+                signer.as_ref(),
+                &mut on_retry,
+            )
+            .map_err(|error| anyhow::anyhow!("signature upload to {server} failed: {error}"))?;
+        }
         if !args.quiet {
             let how = match uploaded {
                 integrity_client::Uploaded::Created => "stored",
@@ -239,6 +295,43 @@ fn run(args: &Args) -> Result<u8> {
     } else {
         EXIT_PARTIAL
     })
+}
+
+/// `PUT /baselines/{id}/signature`. A `409` (another signature already stored, e.g. by
+/// an earlier attempt whose answer was lost: minisign signatures differ each time) is
+/// accepted only if the stored signature verifies over these bytes with our key.
+fn upload_signature(
+    client: &integrity_client::Client,
+    image_id: &str,
+    bytes: &[u8],
+    signature: &str,
+    signer: Option<&integrity_trust::SecretKey>,
+    on_retry: &mut dyn FnMut(u32, &str, Duration),
+) -> Result<()> {
+    match client
+        .put_signature(image_id, signature.as_bytes(), on_retry)
+        .map_err(|error| anyhow::anyhow!("{error}"))?
+    {
+        integrity_client::SignatureStored::Created
+        | integrity_client::SignatureStored::Unchanged => Ok(()),
+        integrity_client::SignatureStored::Conflict => {
+            let stored = client
+                .fetch_signature(image_id, on_retry)
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let pk = signer
+                .map(integrity_trust::public_key_of)
+                .transpose()
+                .map_err(|error| anyhow::anyhow!("{error}"))?
+                .context("no signing key")?;
+            let stored = String::from_utf8_lossy(&stored);
+            integrity_trust::verify(&pk, bytes, &stored, false).map_err(|error| {
+                anyhow::anyhow!(
+                    "another signature is stored for {image_id} and it is not ours: {error}"
+                )
+            })?;
+            Ok(())
+        }
+    }
 }
 
 /// The upload client of `--server`, with the token from `--token`, `BULLETPROOF_TOKEN`

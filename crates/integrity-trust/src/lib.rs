@@ -6,7 +6,8 @@
 //!
 //! Never `{:?}` a `minisign::SecretKey`: its `Debug` prints the key bytes.
 
-use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use minisign::{KeyPair, PublicKeyBox, SecretKeyBox, SignatureBox};
+pub use minisign::{PublicKey, SecretKey};
 use std::fmt;
 use std::io::{Cursor, IsTerminal};
 use std::path::Path;
@@ -164,6 +165,11 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, TrustError> {
         PublicKey::from_base64(trimmed)
     };
     parsed.map_err(|error| TrustError(error.to_string()))
+}
+
+/// The public half of a secret key.
+pub fn public_key_of(sk: &SecretKey) -> Result<PublicKey, TrustError> {
+    PublicKey::from_secret_key(sk).map_err(|error| err("secret key", error))
 }
 
 /// Signs `data` (prehashed, minisign's default `ED`) and returns the `.minisig` text.
