@@ -25,6 +25,8 @@ const EXIT_USAGE: u8 = 14;
 const EXIT_UNAVAILABLE: u8 = 15;
 /// A baseline that is not valid, or is another image's.
 const EXIT_INVALID: u8 = 16;
+/// A public key is pinned and the baseline's signature is missing or wrong.
+const EXIT_UNTRUSTED: u8 = 17;
 /// The root cannot be scanned, or the report cannot be written.
 const EXIT_IO: u8 = 18;
 
@@ -37,6 +39,8 @@ Exit status of a one-shot check (AIDE's bitmask; add the bits):
   14  bad arguments or configuration
   15  no baseline: service unreachable and none cached, 404, unreadable --baseline
   16  baseline invalid, or the baseline of another image id
+  17  --public-key given and the baseline's signature is missing, does not verify,
+      was made by another key, or names another image id
   18  root unreadable, or the report could not be written
 With --interval the agent runs until SIGTERM/SIGINT and then exits 0; a failed check
 is logged and retried at the next interval.
@@ -84,6 +88,11 @@ struct Args {
     /// Image id of this machine (required with --server).
     #[arg(long, value_name = "ID", env = "IMAGE_ID")]
     image_id: Option<String>,
+
+    /// Trust only baselines signed by this minisign public key (the signature comes
+    /// from the service, or from FILE.minisig beside --baseline FILE).
+    #[arg(long, value_name = "KEY")]
+    public_key: Option<PathBuf>,
 
     /// Check once and exit with the drift bitmask (the default).
     #[arg(long, conflicts_with = "interval")]
@@ -169,6 +178,7 @@ struct Agent {
     pool: rayon::ThreadPool,
     syslog: Option<syslog::Syslog>,
     colour: bool,
+    verifier: Option<source::Verifier>,
 }
 
 fn main() -> ExitCode {
@@ -251,7 +261,15 @@ impl Agent {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
+        let verifier = match &args.public_key {
+            Some(path) => Some(source::Verifier {
+                key: integrity_trust::load_public_key(path)
+                    .map_err(|error| anyhow::anyhow!("--public-key: {error}"))?,
+            }),
+            None => None,
+        };
         Ok(Agent {
+            verifier,
             args,
             image_id,
             exclusions,
@@ -266,14 +284,19 @@ impl Agent {
         let map = |error: source::SourceError| match error {
             source::SourceError::Unavailable(text) => Fatal::new(EXIT_UNAVAILABLE, text),
             source::SourceError::Invalid(text) => Fatal::new(EXIT_INVALID, text),
+            source::SourceError::Untrusted(text) => Fatal::new(
+                EXIT_UNTRUSTED,
+                format!("SECURITY: baseline refused: {text}"),
+            ),
         };
+        let verifier = self.verifier.as_ref();
         match (&self.client, &self.args.baseline, &self.image_id) {
             (Some(client), _, Some(image_id)) => {
                 let cache = source::Cache::new(self.args.cache_dir.clone());
-                source::from_server(client, &cache, image_id, &mut warn).map_err(map)
+                source::from_server(client, &cache, image_id, verifier, &mut warn).map_err(map)
             }
             (None, Some(path), image_id) => match image_id {
-                Some(image_id) => source::from_file(path, image_id).map_err(map),
+                Some(image_id) => source::from_file(path, image_id, verifier).map_err(map),
                 None => {
                     // Offline without an image id: the file's own.
                     let bytes = std::fs::read(path).map_err(|error| {
@@ -290,7 +313,7 @@ impl Agent {
                                 format!("--baseline {}: {error}", path.display()),
                             )
                         })?;
-                    source::from_file(path, &id).map_err(map)
+                    source::from_file(path, &id, verifier).map_err(map)
                 }
             },
             _ => Err(Fatal::new(

@@ -19,12 +19,17 @@ pub enum SourceError {
     Unavailable(String),
     /// Bytes were had but are not a valid baseline of the asked image id.
     Invalid(String),
+    /// A public key is pinned and the baseline's signature is missing, does not verify,
+    /// is another key's, or names another image id.
+    Untrusted(String),
 }
 
 impl std::fmt::Display for SourceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceError::Unavailable(text) | SourceError::Invalid(text) => f.write_str(text),
+            SourceError::Unavailable(text)
+            | SourceError::Invalid(text)
+            | SourceError::Untrusted(text) => f.write_str(text),
         }
     }
 }
@@ -36,6 +41,41 @@ pub struct Loaded {
     pub source: &'static str,
     /// Why a cached copy was used, when it was.
     pub note: Option<String>,
+}
+
+/// The pinned public key (`--public-key`): a baseline is used only if its minisign
+/// signature verifies over its exact bytes, before they are parsed, and the signed
+/// trusted comment names the image id asked for.
+pub struct Verifier {
+    pub key: integrity_trust::PublicKey,
+}
+
+impl Verifier {
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        signature: Option<&[u8]>,
+        image_id: &str,
+        what: &str,
+    ) -> Result<(), SourceError> {
+        let untrusted = |why: String| SourceError::Untrusted(format!("{what}: {why}"));
+        let signature = signature
+            .ok_or_else(|| untrusted("no signature, and a public key is pinned".into()))?;
+        let text = std::str::from_utf8(signature)
+            .map_err(|_| untrusted("the signature is not a minisign signature".into()))?;
+        let trusted = integrity_trust::verify(&self.key, bytes, text, false)
+            .map_err(|error| untrusted(error.to_string()))?;
+        let named = trusted
+            .split(['\t', ' '])
+            .find_map(|token| token.strip_prefix("image_id:"));
+        if named != Some(image_id) {
+            return Err(untrusted(format!(
+                "the signature vouches for {}, not for image id {image_id:?} (trusted comment {trusted:?})",
+                named.map_or("no image id".to_owned(), |id| format!("image id {id:?}"))
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Parses and checks a baseline's bytes.
@@ -51,14 +91,29 @@ pub fn parse(bytes: &[u8], image_id: &str, what: &str) -> Result<Baseline, Sourc
     Ok(baseline)
 }
 
-/// `--baseline FILE`.
-pub fn from_file(path: &Path, image_id: &str) -> Result<Loaded, SourceError> {
+/// `--baseline FILE` (its signature, when a key is pinned, from `FILE.minisig`).
+pub fn from_file(
+    path: &Path,
+    image_id: &str,
+    verifier: Option<&Verifier>,
+) -> Result<Loaded, SourceError> {
     let bytes = fs::read(path).map_err(|error| {
         SourceError::Unavailable(format!(
             "cannot read --baseline {}: {error}",
             path.display()
         ))
     })?;
+    if let Some(verifier) = verifier {
+        let mut sig_path = path.as_os_str().to_owned();
+        sig_path.push(".minisig");
+        let signature = fs::read(&sig_path).ok();
+        verifier.check(
+            &bytes,
+            signature.as_deref(),
+            image_id,
+            &format!("--baseline {}", path.display()),
+        )?;
+    }
     Ok(Loaded {
         baseline: parse(&bytes, image_id, &format!("--baseline {}", path.display()))?,
         source: "file",
@@ -85,20 +140,29 @@ impl Cache {
         self.dir.join(format!("{image_id}.etag"))
     }
 
+    fn signature_path(&self, image_id: &str) -> PathBuf {
+        self.dir.join(format!("{image_id}.json.minisig"))
+    }
+
     /// The cached baseline and its tag, if present and valid; a corrupt or foreign copy
     /// is removed (and reported through `warn`).
     pub fn load(
         &self,
         image_id: &str,
+        verifier: Option<&Verifier>,
         warn: &mut dyn FnMut(String),
     ) -> Option<(Baseline, Option<String>)> {
         let path = self.body_path(image_id);
         let bytes = fs::read(&path).ok()?;
-        match parse(
-            &bytes,
-            image_id,
-            &format!("cached baseline {}", path.display()),
-        ) {
+        let what = format!("cached baseline {}", path.display());
+        let checked = match verifier {
+            Some(verifier) => {
+                let signature = fs::read(self.signature_path(image_id)).ok();
+                verifier.check(&bytes, signature.as_deref(), image_id, &what)
+            }
+            None => Ok(()),
+        };
+        match checked.and_then(|()| parse(&bytes, image_id, &what)) {
             Ok(baseline) => {
                 let etag = fs::read_to_string(self.etag_path(image_id))
                     .ok()
@@ -110,13 +174,20 @@ impl Cache {
                 warn(format!("{error}; discarding it and fetching again"));
                 let _ = fs::remove_file(&path);
                 let _ = fs::remove_file(self.etag_path(image_id));
+                let _ = fs::remove_file(self.signature_path(image_id));
                 None
             }
         }
     }
 
     /// Stores a fetched baseline atomically (temp file, fsync, rename).
-    pub fn store(&self, image_id: &str, bytes: &[u8], etag: Option<&str>) -> std::io::Result<()> {
+    pub fn store(
+        &self,
+        image_id: &str,
+        bytes: &[u8],
+        signature: Option<&[u8]>,
+        etag: Option<&str>,
+    ) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let write = |path: PathBuf, data: &[u8]| -> std::io::Result<()> {
             let mut temp = tempfile::Builder::new()
@@ -131,7 +202,11 @@ impl Cache {
         // a tag (the next run fetches it whole), never a body paired with a tag that
         // is not its own (a 304 to that tag would bless the wrong copy).
         let _ = fs::remove_file(self.etag_path(image_id));
+        let _ = fs::remove_file(self.signature_path(image_id));
         write(self.body_path(image_id), bytes)?;
+        if let Some(signature) = signature {
+            write(self.signature_path(image_id), signature)?;
+        }
         if let Some(etag) = etag {
             write(self.etag_path(image_id), etag.as_bytes())?;
         }
@@ -145,9 +220,10 @@ pub fn from_server(
     client: &Client,
     cache: &Cache,
     image_id: &str,
+    verifier: Option<&Verifier>,
     warn: &mut dyn FnMut(String),
 ) -> Result<Loaded, SourceError> {
-    let cached = cache.load(image_id, warn);
+    let cached = cache.load(image_id, verifier, warn);
     let etag = cached.as_ref().and_then(|(_, etag)| etag.clone());
     let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
         warn(format!(
@@ -168,8 +244,27 @@ pub fn from_server(
             )),
         },
         Ok(Fetched::Body { bytes, etag }) => {
-            let baseline = parse(&bytes, image_id, "the baseline from the service")?;
-            if let Err(error) = cache.store(image_id, &bytes, etag.as_deref()) {
+            let what = "the baseline from the service";
+            // Signature first, then parsing: unverified bytes are never parsed.
+            let signature = match verifier {
+                Some(verifier) => {
+                    let signature = match client.fetch_signature(image_id, &mut |_, _, _| {}) {
+                        Ok(signature) => Some(signature),
+                        Err(ClientError::NotFound { .. }) => None,
+                        Err(error) => {
+                            return Err(SourceError::Unavailable(format!(
+                                "cannot fetch the baseline's signature: {error}"
+                            )))
+                        }
+                    };
+                    verifier.check(&bytes, signature.as_deref(), image_id, what)?;
+                    signature
+                }
+                None => None,
+            };
+            let baseline = parse(&bytes, image_id, what)?;
+            if let Err(error) = cache.store(image_id, &bytes, signature.as_deref(), etag.as_deref())
+            {
                 warn(format!("cannot cache the baseline: {error}"));
             }
             Ok(Loaded {

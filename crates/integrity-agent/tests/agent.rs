@@ -605,3 +605,156 @@ template(name="t" type="string" string="%syslogfacility-text%.%syslogseverity-te
     // Each anomaly is its own message.
     assert_eq!(log.lines().count(), 5, "{log}");
 }
+
+fn signed(bytes: &[u8], sk: &Path, comment: &str) -> String {
+    let key =
+        integrity_trust::load_secret_key(sk, integrity_trust::Password::PromptIfTerminal).unwrap();
+    integrity_trust::sign(&key, bytes, comment).unwrap()
+}
+
+#[test]
+fn with_a_pinned_key_only_correctly_signed_baselines_are_used() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
+    let (other_sk, other_pk) = (dir.path().join("o.key"), dir.path().join("o.pub"));
+    integrity_trust::keygen(&sk, &pk, None).unwrap();
+    integrity_trust::keygen(&other_sk, &other_pk, None).unwrap();
+    let baseline = dir.path().join("a.json");
+    collect(&root, "img-a", &baseline);
+    let bytes = fs::read(&baseline).unwrap();
+    let sig = dir.path().join("a.json.minisig");
+    let run = |file: &Path, image_id: &str| {
+        agent(
+            &[
+                "--root",
+                root.to_str().unwrap(),
+                "--baseline",
+                file.to_str().unwrap(),
+                "--image-id",
+                image_id,
+                "--public-key",
+                pk.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+
+    // Unsigned, with a key pinned.
+    let unsigned = run(&baseline, "img-a");
+    assert_eq!(unsigned.status.code(), Some(17), "{}", stderr(&unsigned));
+    assert!(
+        stderr(&unsigned).contains("SECURITY"),
+        "{}",
+        stderr(&unsigned)
+    );
+
+    let comment = "image_id:img-a\ttimestamp:2026-11-23T07:31:43Z";
+    fs::write(&sig, signed(&bytes, &sk, comment)).unwrap();
+    let good = run(&baseline, "img-a");
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+
+    // A flipped byte in the baseline.
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 1;
+    fs::write(&baseline, &flipped).unwrap();
+    assert_eq!(run(&baseline, "img-a").status.code(), Some(17));
+    fs::write(&baseline, &bytes).unwrap();
+
+    // Another key's signature.
+    fs::write(&sig, signed(&bytes, &other_sk, comment)).unwrap();
+    assert_eq!(run(&baseline, "img-a").status.code(), Some(17));
+
+    // An edited trusted comment.
+    let genuine = signed(&bytes, &sk, comment);
+    fs::write(&sig, genuine.replace("img-a", "img-b")).unwrap();
+    assert_eq!(run(&baseline, "img-a").status.code(), Some(17));
+
+    // Truncated and garbage signatures.
+    fs::write(&sig, &genuine[..genuine.len() / 2]).unwrap();
+    assert_eq!(run(&baseline, "img-a").status.code(), Some(17));
+    fs::write(&sig, "garbage").unwrap();
+    assert_eq!(run(&baseline, "img-a").status.code(), Some(17));
+
+    // A valid signature of image A presented as image B's baseline: refused on the
+    // signature's trusted comment, before the JSON is even read.
+    let b = dir.path().join("b.json");
+    fs::write(&b, &bytes).unwrap();
+    fs::write(dir.path().join("b.json.minisig"), &genuine).unwrap();
+    let swapped = run(&b, "img-b");
+    assert_eq!(swapped.status.code(), Some(17), "{}", stderr(&swapped));
+    assert!(stderr(&swapped).contains("img-a"), "{}", stderr(&swapped));
+}
+
+#[test]
+fn a_pinned_key_covers_the_service_and_the_cache() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
+    integrity_trust::keygen(&sk, &pk, None).unwrap();
+    let server = Background::start(Config::new("127.0.0.1:0", dir.path().join("store"))).unwrap();
+    let client = integrity_client::Client::new(&integrity_client::ClientConfig::new(
+        format!("http://{}", server.addr),
+        "test",
+    ))
+    .unwrap();
+    for image_id in ["img-signed", "img-unsigned"] {
+        let file = dir.path().join(format!("{image_id}.json"));
+        collect(&root, image_id, &file);
+        let bytes = fs::read(&file).unwrap();
+        client
+            .upload_baseline(image_id, &bytes, &mut |_, _, _| {})
+            .unwrap();
+        if image_id == "img-signed" {
+            let sig = signed(&bytes, &sk, &format!("image_id:{image_id}\ttimestamp:x"));
+            client
+                .put_signature(image_id, sig.as_bytes(), &mut |_, _, _| {})
+                .unwrap();
+        }
+    }
+    let cache = dir.path().join("cache");
+    let url = format!("http://{}", server.addr);
+    let run = |image_id: &str| {
+        agent(
+            &[
+                "--root",
+                root.to_str().unwrap(),
+                "--server",
+                &url,
+                "--image-id",
+                image_id,
+                "--public-key",
+                pk.to_str().unwrap(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--fetch-attempts",
+                "1",
+            ],
+            &[],
+        )
+    };
+    let good = run("img-signed");
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    assert!(cache.join("img-signed.json.minisig").exists());
+    let unsigned = run("img-unsigned");
+    assert_eq!(unsigned.status.code(), Some(17), "{}", stderr(&unsigned));
+
+    // Offline: the cached copy is verified too; a tampered cache is not used.
+    server.stop().unwrap();
+    assert_eq!(run("img-signed").status.code(), Some(0));
+    let cached = cache.join("img-signed.json");
+    let mut bytes = fs::read(&cached).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    fs::write(&cached, bytes).unwrap();
+    let tampered = run("img-signed");
+    assert_ne!(tampered.status.code(), Some(0), "{}", stderr(&tampered));
+    assert!(
+        stderr(&tampered).contains("does not verify"),
+        "{}",
+        stderr(&tampered)
+    );
+}
