@@ -65,9 +65,7 @@ impl Verifier {
             .map_err(|_| untrusted("the signature is not a minisign signature".into()))?;
         let trusted = integrity_trust::verify(&self.key, bytes, text, false)
             .map_err(|error| untrusted(error.to_string()))?;
-        let named = trusted
-            .split(['\t', ' '])
-            .find_map(|token| token.strip_prefix("image_id:"));
+        let named = integrity_trust::image_id_of(&trusted);
         if named != Some(image_id) {
             return Err(untrusted(format!(
                 "the signature vouches for {}, not for image id {image_id:?} (trusted comment {trusted:?})",

@@ -359,7 +359,7 @@ fn upload(server: &Background, bytes: &[u8]) {
     .unwrap();
     let doc = integrity_common::Baseline::from_json_slice(bytes).unwrap();
     client
-        .upload_baseline(&doc.image_id, bytes, &mut |_, _, _| {})
+        .upload_baseline(&doc.image_id, bytes, None, &mut |_, _, _| {})
         .unwrap();
 }
 
@@ -706,7 +706,7 @@ fn a_pinned_key_covers_the_service_and_the_cache() {
         collect(&root, image_id, &file);
         let bytes = fs::read(&file).unwrap();
         client
-            .upload_baseline(image_id, &bytes, &mut |_, _, _| {})
+            .upload_baseline(image_id, &bytes, None, &mut |_, _, _| {})
             .unwrap();
         if image_id == "img-signed" {
             let sig = signed(&bytes, &sk, &format!("image_id:{image_id}\ttimestamp:x"));

@@ -306,10 +306,14 @@ impl Client {
     }
 
     /// `POST /baselines` with the exact `bytes` of a manifest.
+    /// `signature_header`, when given, travels as `X-Bulletproof-Signature` (the
+    /// `.minisig` text in base64), so a service that pins collector keys can check it
+    /// before storing anything.
     pub fn upload_baseline(
         &self,
         image_id: &str,
         bytes: &[u8],
+        signature_header: Option<&str>,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Uploaded, ClientError> {
         let url = format!("{}/baselines", self.base);
@@ -319,6 +323,9 @@ impl Client {
                 let mut request = agent.post(&url).content_type("application/json");
                 if let Some(bearer) = &bearer {
                     request = request.header("Authorization", bearer);
+                }
+                if let Some(signature) = signature_header {
+                    request = request.header("X-Bulletproof-Signature", signature);
                 }
                 request.send(bytes)
             },
@@ -473,7 +480,7 @@ fn decode(body: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, ClientError>
 fn status_error(status: u16, body: &[u8], size: usize) -> ClientError {
     let detail = detail(body);
     match status {
-        401 | 403 => ClientError::Unauthorized { status, detail },
+        401 => ClientError::Unauthorized { status, detail },
         404 => ClientError::NotFound { detail },
         413 => ClientError::TooLarge { size, detail },
         _ => ClientError::Rejected { status, detail },

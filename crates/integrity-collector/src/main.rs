@@ -249,7 +249,15 @@ fn run(args: &Args) -> Result<u8> {
             );
         };
         let uploaded = client
-            .upload_baseline(&baseline.image_id, &bytes, &mut on_retry)
+            .upload_baseline(
+                &baseline.image_id,
+                &bytes,
+                signature
+                    .as_deref()
+                    .map(integrity_trust::to_header)
+                    .as_deref(),
+                &mut on_retry,
+            )
             .map_err(|error| {
                 let written = match output {
                     Some(path) => format!(" (the manifest was written to {})", path.display()),

@@ -140,3 +140,20 @@ fn uploads_the_signature_beside_the_baseline() {
         stderr(&foreign)
     );
 }
+
+#[test]
+fn a_service_that_pins_collector_keys_takes_our_signed_upload_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path());
+    let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
+    integrity_trust::keygen(&sk, &pk, None).unwrap();
+    let mut config = Config::new("127.0.0.1:0", dir.path().join("store"));
+    config.collector_keys = vec![pk.clone()];
+    let server = Background::start(config).unwrap();
+    let url = format!("http://{}", server.addr);
+    let unsigned = collect(&root, &["--server", &url]);
+    assert_eq!(unsigned.status.code(), Some(2));
+    assert!(stderr(&unsigned).contains("403"), "{}", stderr(&unsigned));
+    let signed = collect(&root, &["--server", &url, "--sign-key", p(&sk)]);
+    assert_eq!(signed.status.code(), Some(0), "{}", stderr(&signed));
+}

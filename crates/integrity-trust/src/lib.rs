@@ -208,6 +208,59 @@ pub fn verify(
     Ok(trusted)
 }
 
+/// The image id a verified trusted comment vouches for: its `image_id:<id>` token
+/// (tokens are separated by tabs or spaces, as in `image_id:ID<TAB>timestamp:TS`).
+pub fn image_id_of(trusted_comment: &str) -> Option<&str> {
+    trusted_comment
+        .split(['\t', ' '])
+        .find_map(|token| token.strip_prefix("image_id:"))
+}
+
+/// A `.minisig` text as one HTTP header value (standard base64), for uploads that
+/// carry the signature with the baseline.
+pub fn to_header(signature: &str) -> String {
+    use ct_codecs::{Base64, Encoder};
+    Base64::encode_to_string(signature.as_bytes()).unwrap_or_default()
+}
+
+/// The `.minisig` text of a header made by [`to_header`].
+pub fn from_header(value: &str) -> Result<String, TrustError> {
+    use ct_codecs::{Base64, Decoder};
+    let bytes = Base64::decode_to_vec(value.trim(), None)
+        .map_err(|_| TrustError("the signature header is not base64".into()))?;
+    String::from_utf8(bytes).map_err(|_| TrustError("the signature header is not text".into()))
+}
+
+/// The checks of the `minisign` fuzz target (`fuzz/`), here so the corpus replay test
+/// runs them without libFuzzer: hostile key and signature text never panics, and no
+/// input verifies under a key whose secret nobody has.
+pub mod fuzzing {
+    /// A public key generated once for the fuzzer; its secret key was discarded.
+    const ORPHAN_KEY: &str = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+
+    pub fn check_key_and_signature_text(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let _ = super::parse_public_key(&text);
+        let _ = super::from_header(&text);
+        let key = super::parse_public_key(ORPHAN_KEY).expect("the orphan key parses");
+        let (signature, signed) = match text.split_once("\n\n") {
+            Some((signature, signed)) => (signature, signed.as_bytes()),
+            None => (&*text, &b""[..]),
+        };
+        for legacy in [false, true] {
+            assert!(
+                super::verify(&key, signed, signature, legacy).is_err(),
+                "a signature verified under a key nobody holds"
+            );
+        }
+        if let Ok(trusted) = minisign::SignatureBox::from_string(signature)
+            .and_then(|signature| signature.trusted_comment())
+        {
+            let _ = super::image_id_of(&trusted);
+        }
+    }
+}
+
 /// The default trusted comment of `bulletproofctl sign`, as the `minisign` command
 /// writes it.
 pub fn default_trusted_comment(file_name: &str, unix_time: u64) -> String {
@@ -231,5 +284,15 @@ mod tests {
         assert!(verify(&pk, b"data", "garbage", false).is_err());
         assert!(verify(&pk, b"data", &sig[..sig.len() / 2], false).is_err());
         assert!(sign(&sk, b"x", "two\nlines").is_err());
+        assert_eq!(from_header(&to_header(&sig)).unwrap(), sig);
+        assert!(from_header("%%%").is_err());
+    }
+
+    #[test]
+    fn image_id_of_trusted_comments() {
+        assert_eq!(image_id_of("image_id:a\ttimestamp:t"), Some("a"));
+        assert_eq!(image_id_of("timestamp:t image_id:b"), Some("b"));
+        assert_eq!(image_id_of("timestamp:t\tfile:x"), None);
+        assert_eq!(image_id_of("ximage_id:c"), None);
     }
 }

@@ -120,6 +120,8 @@ pub struct AppState {
     /// Stored bodies (immutable, so a cache entry never goes stale).
     cache: BodyCache,
     tokens: Tokens,
+    /// Collector keys: when any, every stored baseline carries a signature by one.
+    collector_keys: Vec<integrity_trust::PublicKey>,
     limits: Limits,
     uploads: Semaphore,
     pub metrics: Metrics,
@@ -131,6 +133,7 @@ impl AppState {
         store: Arc<dyn Store>,
         tokens: Tokens,
         limits: Limits,
+        collector_keys: Vec<integrity_trust::PublicKey>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let metas: BTreeMap<_, _> = store
             .list()?
@@ -146,9 +149,45 @@ impl AppState {
             metas: RwLock::new(metas),
             cache,
             tokens,
+            collector_keys,
             limits,
             metrics,
         }))
+    }
+
+    /// With collector keys configured: `signature` must verify over `bytes` with one of
+    /// them and its trusted comment must name `image_id`. Without keys: accepted.
+    fn check_signature(
+        &self,
+        bytes: &[u8],
+        signature: Option<&str>,
+        image_id: &str,
+    ) -> Result<(), ApiError> {
+        if self.collector_keys.is_empty() {
+            return Ok(());
+        }
+        let refuse = |why: String| {
+            tracing::warn!(image_id, reason = %why, "upload refused: untrusted signature");
+            ApiError::new(StatusCode::FORBIDDEN, "untrusted_signature", why)
+        };
+        let signature = signature.ok_or_else(|| {
+            refuse("this service stores only baselines signed by a collector key".into())
+        })?;
+        let mut last = String::new();
+        for key in &self.collector_keys {
+            match integrity_trust::verify(key, bytes, signature, false) {
+                Ok(trusted) if integrity_trust::image_id_of(&trusted) == Some(image_id) => {
+                    return Ok(())
+                }
+                Ok(trusted) => {
+                    return Err(refuse(format!(
+                    "the signature's trusted comment {trusted:?} does not name image id {image_id}"
+                )))
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(refuse(format!("not signed by a collector key: {last}")))
     }
 
     fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
@@ -313,6 +352,26 @@ async fn post_baseline(
     body: Body,
 ) -> Result<Response, ApiError> {
     auth(&state, &headers)?;
+    let signature = match headers.get("x-bulletproof-signature") {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| "not text".to_owned())
+                .and_then(|value| integrity_trust::from_header(value).map_err(|e| e.to_string()))
+                .map_err(|why| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_signature",
+                        format!("X-Bulletproof-Signature: {why}"),
+                    )
+                })?;
+            ingest::validate_signature(text.as_bytes()).map_err(|Invalid(why)| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", why)
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
     let _permit = state.uploads.acquire().await.map_err(ApiError::internal)?;
     let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
     let worker = state.clone();
@@ -335,7 +394,9 @@ async fn post_baseline(
         if let Some(stored) = worker.meta(&meta.image_id) {
             return Err(exists(&stored));
         }
-        let prepared = ingest::prepare(meta, bytes);
+        worker.check_signature(&bytes, signature.as_deref(), &meta.image_id)?;
+        let mut prepared = ingest::prepare(meta, bytes);
+        prepared.signature = signature.map(String::into_bytes);
         match worker.store.insert(&prepared).map_err(ApiError::internal)? {
             Inserted::Created => {
                 let meta = Arc::new(prepared.meta);
@@ -521,6 +582,16 @@ async fn put_signature(
     let bytes = read_body(&headers, body, ingest::MAX_SIGNATURE_BYTES as u64).await?;
     ingest::validate_signature(&bytes)
         .map_err(|Invalid(why)| ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", why))?;
+    if !state.collector_keys.is_empty() {
+        let worker = state.clone();
+        let id2 = id.clone();
+        let stored = blocking(move || worker.store.body(&id2, Encoding::Identity))
+            .await?
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        state.check_signature(&stored, Some(&text), &id)?;
+    }
     let worker = state.clone();
     let id2 = id.clone();
     let outcome = blocking(move || worker.store.put_signature(&id2, &bytes))

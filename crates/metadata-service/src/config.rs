@@ -26,11 +26,14 @@ API:
   POST /baselines                          store a manifest (bearer token)      201 400 401 409 413
   GET  /baselines/{image_id}               the stored bytes (ETag, gzip, zstd)  200 304 404
   GET  /baselines                          image ids, timestamps, entry counts, digests
-  PUT  /baselines/{image_id}/signature     store its minisign signature          201 200 404 409
+  PUT  /baselines/{image_id}/signature     store its minisign signature          201 200 403 404 409
   GET  /baselines/{image_id}/signature     the stored signature                 200 404
   GET  /healthz, GET /metrics              liveness; Prometheus (OpenMetrics) text
 
-Without any token the service refuses to listen on anything but loopback.
+A POST may carry the baseline's minisign signature (base64 of the .minisig text) in
+X-Bulletproof-Signature; with --collector-key the signature is required and checked
+(403 otherwise). Without any token the service refuses to listen on anything but
+loopback.
 Precedence: flags > environment > --config file > defaults.
 
 Exit status: 0 after a clean shutdown (SIGTERM, SIGINT), 2 on a configuration or
@@ -68,6 +71,16 @@ pub struct Cli {
     /// environment)
     #[arg(long, env = "METADATA_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Minisign public key of a collector (repeatable; the environment variable takes
+    /// a comma-separated list of files). When any is given, a baseline is stored only
+    /// with a signature by one of them whose trusted comment names its image id.
+    #[arg(
+        long = "collector-key",
+        env = "METADATA_COLLECTOR_KEYS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub collector_keys: Vec<PathBuf>,
     /// PEM certificate chain: serve HTTPS (needs --tls-key)
     #[arg(
         long,
@@ -113,6 +126,7 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     pub tokens: Option<Vec<String>>,
     pub token_file: Option<PathBuf>,
+    pub collector_keys: Option<Vec<PathBuf>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
@@ -129,6 +143,8 @@ pub struct Config {
     pub listen: String,
     pub data: PathBuf,
     pub tokens: Vec<String>,
+    /// Collector public keys; empty = signatures are stored, not required.
+    pub collector_keys: Vec<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub server: ServerLimits,
@@ -153,6 +169,7 @@ impl Config {
             listen: listen.into(),
             data: data.into(),
             tokens: Vec::new(),
+            collector_keys: Vec::new(),
             tls: None,
             limits: Limits::default(),
             server: ServerLimits::default(),
@@ -217,6 +234,11 @@ impl Config {
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             tokens,
+            collector_keys: if cli.collector_keys.is_empty() {
+                file.collector_keys.unwrap_or_default()
+            } else {
+                cli.collector_keys
+            },
             tls,
             limits: Limits {
                 max_body_bytes: cli

@@ -91,6 +91,8 @@ pub struct Prepared {
     pub raw: Bytes,
     pub gzip: Option<Vec<u8>>,
     pub zstd: Option<Vec<u8>>,
+    /// The signature that came with the upload, stored in the same transaction.
+    pub signature: Option<Vec<u8>>,
 }
 
 /// A body that is not a valid baseline.
@@ -138,6 +140,7 @@ pub fn prepare(mut meta: BaselineMeta, raw: Bytes) -> Prepared {
         raw,
         gzip,
         zstd,
+        signature: None,
     }
 }
 

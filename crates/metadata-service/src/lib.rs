@@ -50,10 +50,19 @@ pub async fn run(
     let data = config.data.clone();
     let store =
         tokio::task::spawn_blocking(move || SledStore::open(&data, SLED_CACHE_BYTES)).await??;
+    let collector_keys = config
+        .collector_keys
+        .iter()
+        .map(|path| {
+            integrity_trust::load_public_key(path)
+                .map_err(|error| anyhow::anyhow!("--collector-key: {error}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let state = AppState::new(
         Arc::new(store),
         Tokens::new(&config.tokens),
         config.limits.clone(),
+        collector_keys,
     )?;
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
@@ -65,6 +74,7 @@ pub async fn run(
         data = %config.data.display(),
         baselines = state.baseline_count(),
         tokens = config.tokens.len(),
+        collector_keys = config.collector_keys.len(),
         startup_ms = started.elapsed().as_millis() as u64,
         "metadata-service listening"
     );

@@ -200,25 +200,36 @@ impl Store for SledStore {
             self.write_object(sha, Encoding::Zstd, bytes)?;
         }
         File::open(&self.objects)?.sync_all()?;
-        // 2. The index entry, if the id is still free (racing writers: one wins).
+        // 2. The index entry, if the id is still free (racing writers: one wins; sled
+        // transactions are serializable).
         let meta_json = serde_json::to_vec(&baseline.meta)
             .map_err(|error| StoreError(format!("encoding metadata: {error}")))?;
-        match self
-            .meta
-            .compare_and_swap(key, None as Option<&[u8]>, Some(meta_json))?
-        {
+        // With its signature, if one came along: both or neither.
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let outcome = (&self.meta, &self.signatures).transaction(|(meta, signatures)| {
+            if let Some(existing) = meta.get(key)? {
+                return Err(ConflictableTransactionError::Abort(existing));
+            }
+            meta.insert(key, &meta_json[..])?;
+            if let Some(signature) = &baseline.signature {
+                signatures.insert(key, &signature[..])?;
+            }
+            Ok(())
+        });
+        match outcome {
             Ok(()) => {
                 // 3. Durable: sled's log (small values only, no blob files).
                 self.db.flush()?;
                 Ok(Inserted::Created)
             }
-            Err(cas) => {
-                let existing = Self::read_meta(&cas.current.unwrap_or_default())?;
+            Err(TransactionError::Abort(existing)) => {
+                let existing = Self::read_meta(&existing)?;
                 if existing.sha256 != *sha {
                     self.remove_objects(sha);
                 }
                 Ok(Inserted::Exists(Box::new(existing)))
             }
+            Err(TransactionError::Storage(error)) => Err(error.into()),
         }
     }
 

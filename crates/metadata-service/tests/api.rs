@@ -485,3 +485,97 @@ fn healthz_metrics_and_json_errors_for_unknown_routes() {
         .unwrap();
     assert!(store_bytes > 0.0);
 }
+
+#[test]
+fn with_collector_keys_only_baselines_signed_by_one_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
+    let (other_sk, other_pk) = (dir.path().join("o.key"), dir.path().join("o.pub"));
+    integrity_trust::keygen(&sk, &pk, None).unwrap();
+    integrity_trust::keygen(&other_sk, &other_pk, None).unwrap();
+    let server = start(
+        &dir.path().join("data"),
+        &["--collector-key", pk.to_str().unwrap()],
+    );
+    let sign = |key: &std::path::Path, bytes: &[u8], comment: &str| {
+        let key =
+            integrity_trust::load_secret_key(key, integrity_trust::Password::PromptIfTerminal)
+                .unwrap();
+        integrity_trust::sign(&key, bytes, comment).unwrap()
+    };
+    let doc = baseline("img-k", 5);
+    let header = |sig: &str| integrity_trust::to_header(sig);
+
+    let unsigned = post(&server, "/baselines", &doc, &[]);
+    assert_eq!(unsigned.status, 403, "{}", unsigned.text());
+    assert_eq!(unsigned.json()["error"], "untrusted_signature");
+    let foreign = header(&sign(&other_sk, &doc, "image_id:img-k"));
+    let answer = post(
+        &server,
+        "/baselines",
+        &doc,
+        &[("X-Bulletproof-Signature", &foreign)],
+    );
+    assert_eq!(answer.status, 403);
+    let elsewhere = header(&sign(&sk, &doc, "image_id:img-other"));
+    let answer = post(
+        &server,
+        "/baselines",
+        &doc,
+        &[("X-Bulletproof-Signature", &elsewhere)],
+    );
+    assert_eq!(answer.status, 403);
+    let answer = post(
+        &server,
+        "/baselines",
+        &doc,
+        &[("X-Bulletproof-Signature", "%%%")],
+    );
+    assert_eq!(answer.status, 400);
+    let mut tampered = doc.clone();
+    tampered[40] ^= 1;
+    let good_sig = sign(&sk, &doc, "image_id:img-k\ttimestamp:2026-11-23T07:31:43Z");
+    let answer = post(
+        &server,
+        "/baselines",
+        &tampered,
+        &[("X-Bulletproof-Signature", &header(&good_sig))],
+    );
+    assert!(
+        answer.status == 403 || answer.status == 400,
+        "{}",
+        answer.status
+    );
+    assert_eq!(
+        get(&server, "/baselines", &[]).json()["baselines"],
+        serde_json::json!([])
+    );
+
+    let stored = post(
+        &server,
+        "/baselines",
+        &doc,
+        &[("X-Bulletproof-Signature", &header(&good_sig))],
+    );
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    assert_eq!(
+        get(&server, "/baselines/img-k/signature", &[]).text(),
+        good_sig
+    );
+    // Signatures stay immutable; another key's is refused outright.
+    let other = sign(&other_sk, &doc, "image_id:img-k");
+    assert_eq!(
+        put(&server, "/baselines/img-k/signature", other.as_bytes(), &[]).status,
+        403
+    );
+    assert_eq!(
+        put(
+            &server,
+            "/baselines/img-k/signature",
+            good_sig.as_bytes(),
+            &[]
+        )
+        .status,
+        200
+    );
+}
