@@ -281,6 +281,19 @@ impl Agent {
     }
 
     fn load(&self) -> Result<source::Loaded, Fatal> {
+        let loaded = self.load_unlogged();
+        if let (Err(fatal), Some(syslog)) = (&loaded, &self.syslog) {
+            if fatal.code == EXIT_UNTRUSTED {
+                let image_id = self.image_id.as_deref().unwrap_or("-");
+                if let Err(error) = syslog.security(image_id, &fatal.message) {
+                    warn(format!("syslog: {error}"));
+                }
+            }
+        }
+        loaded
+    }
+
+    fn load_unlogged(&self) -> Result<source::Loaded, Fatal> {
         let map = |error: source::SourceError| match error {
             source::SourceError::Unavailable(text) => Fatal::new(EXIT_UNAVAILABLE, text),
             source::SourceError::Invalid(text) => Fatal::new(EXIT_INVALID, text),

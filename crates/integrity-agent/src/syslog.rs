@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// `authpriv` (RFC 5424 §6.2.1, facility 10): security messages for administrators.
 const AUTHPRIV: u8 = 10;
+const CRIT: u8 = 2;
 const ERR: u8 = 3;
 const WARNING: u8 = 4;
 const NOTICE: u8 = 5;
@@ -95,6 +96,12 @@ impl Syslog {
         );
         let json = serde_json::json!({ "error": error.error, "path": path }).to_string();
         self.send(WARNING, "error", &sd, &json)
+    }
+
+    /// A refused baseline (signature missing or wrong): critical.
+    pub fn security(&self, image_id: &str, message: &str) -> std::io::Result<()> {
+        let sd = format!("[integrity@32473 image=\"{}\"]", sd_escape(image_id));
+        self.send(CRIT, "security", &sd, message)
     }
 
     pub fn summary(&self, image_id: &str, summary_json: &str) -> std::io::Result<()> {

@@ -577,6 +577,37 @@ template(name="t" type="string" string="%syslogfacility-text%.%syslogseverity-te
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // A refused baseline (a key pinned, no signature) is a critical security message.
+    let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
+    integrity_trust::keygen(&sk, &pk, None).unwrap();
+    let refused = agent(
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--public-key",
+            pk.to_str().unwrap(),
+            "--syslog",
+            "--syslog-socket",
+            socket.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(17), "{}", stderr(&refused));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let security = loop {
+        let log = fs::read_to_string(&out).unwrap_or_default();
+        if let Some(line) = log.lines().find(|line| line.contains(" security ")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no security message in\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        security.starts_with("authpriv.crit integrity-agent security SECURITY: baseline refused"),
+        "{security}"
+    );
     let _ = rsyslogd.kill();
     let _ = rsyslogd.wait();
     let line = |prefix: &str, path: &str| {
@@ -602,8 +633,14 @@ template(name="t" type="string" string="%syslogfacility-text%.%syslogseverity-te
                 .starts_with("authpriv.info integrity-agent summary {\"summary\":{\"added\":1,")),
         "{log}"
     );
-    // Each anomaly is its own message.
-    assert_eq!(log.lines().count(), 5, "{log}");
+    // Each anomaly is its own message (and the summary).
+    assert_eq!(
+        log.lines()
+            .filter(|line| !line.contains(" security "))
+            .count(),
+        5,
+        "{log}"
+    );
 }
 
 fn signed(bytes: &[u8], sk: &Path, comment: &str) -> String {
