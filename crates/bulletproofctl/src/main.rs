@@ -1,6 +1,17 @@
-//! `bulletproofctl`: the operator's tool. This issue: minisign keys and signatures
-//! (`keygen`, `sign`, `verify`), byte-compatible with the `minisign` command. Bundles,
-//! updates, recovery, the guard and logs come with their issues.
+//! `bulletproofctl`: the operator's tool. Keys and signatures (`keygen`, `sign`,
+//! `verify`, byte-compatible with the `minisign` command), release bundles
+//! (`bundle build`), the root's life cycle (`install`, `update`, `rollback`,
+//! `recover`, `status`, `snapshot`). The guard and the log verifier come with their
+//! issue.
+
+mod bundle;
+mod checksums;
+mod extract;
+mod install;
+mod layout;
+mod mounts;
+mod oplog;
+mod release;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -8,20 +19,31 @@ use integrity_trust::Password;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// A signature or key that does not verify.
+/// A signature or key that does not verify; a bundle or version refused.
 const EXIT_VERIFY: u8 = 1;
 /// Bad arguments, unreadable files, anything else.
 const EXIT_ERROR: u8 = 2;
+/// An activation failed after the switch and the previous version is active again.
+const EXIT_ROLLED_BACK: u8 = 3;
+
+/// The seed's application root.
+pub const DEFAULT_ROOT: &str = "/opt/omniscient";
 
 const AFTER_HELP: &str = "\
 Keys and signatures are minisign's formats: `minisign -V` verifies what `sign` writes,
 and `verify` checks what `minisign -S` writes (prehashed by default; legacy signatures
 only with --allow-legacy).
 
-Exit status: 0 success, 1 a signature that does not verify, 2 any other error.";
+Exit status: 0 success; 1 a signature that does not verify, or a bundle or version
+refused (nothing changed); 2 any other error (usage, I/O, configuration); 3 an
+activation failed after the switch and the previous version is active again.";
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Bulletproof control tool: keys, signatures", after_help = AFTER_HELP)]
+#[command(
+    version,
+    about = "Bulletproof control tool: keys, signatures, signed release bundles, atomic updates and recovery",
+    after_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,10 +92,139 @@ enum Command {
         #[arg(long)]
         allow_legacy: bool,
     },
+    /// Build a signed release bundle (core/modules tar.zst, manifest, SBOM, checksums.txt, sig.minisig)
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Create the seed's layout under the root, idempotently (a second run changes nothing)
+    Install {
+        #[command(flatten)]
+        root: RootArg,
+        /// Owner of the writable directories (state/*, logs/system); must exist
+        #[arg(long, value_name = "USER")]
+        service_user: Option<String>,
+        /// Pin this release public key for the root
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Replace an already pinned, different release key (logged)
+        #[arg(long)]
+        replace_key: bool,
+        /// Apply the mount hardening (read-only releases, noexec writable dirs) and
+        /// write it as systemd mount units; auto = as root on /opt/omniscient only
+        #[arg(long, value_enum, default_value = "auto")]
+        mounts: install::MountMode,
+        /// Where the mount units are written
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// Print every change that would be made, and make none
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify, stage and activate a signed bundle; on any failure the previous version stays active
+    Update {
+        /// The bundle directory (checksums.txt, sig.minisig, core-VER.tar.zst, …)
+        bundle_dir: PathBuf,
+        #[command(flatten)]
+        root: RootArg,
+        /// Release public key [default: the key pinned at install; pinned here if none is]
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Activate the version that was active before the current one
+    Rollback {
+        #[command(flatten)]
+        root: RootArg,
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Activate any kept or archived version (an explicit operator decision: may go back)
+    Recover {
+        /// The version to activate
+        #[arg(long, value_name = "VER")]
+        to: String,
+        #[command(flatten)]
+        root: RootArg,
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Show the active version, kept and archived versions, last update and verification
+    Status {
+        #[command(flatten)]
+        root: RootArg,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a signed tar.zst of the active core and modules to archives/
+    Snapshot {
+        #[command(flatten)]
+        root: RootArg,
+        /// Signing key [default: the root's host key install/host.key, created when missing]
+        #[arg(long, value_name = "FILE")]
+        secret_key: Option<PathBuf>,
+        #[arg(long, value_name = "F")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RootArg {
+    /// The bulletproof root
+    #[arg(long, value_name = "ROOT", env = "BULLETPROOF_ROOT", default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCommand {
+    /// Build a reproducible, signed release bundle into --out
+    Build {
+        /// Release version (semver, e.g. 1.4.0 or 1.4.0+build.7); core/VERSION must say the same
+        #[arg(long, value_name = "VER")]
+        version: String,
+        /// The core tree
+        #[arg(long, value_name = "DIR")]
+        core: PathBuf,
+        /// The modules tree
+        #[arg(long, value_name = "DIR")]
+        modules: PathBuf,
+        /// The release secret key
+        #[arg(long, value_name = "FILE")]
+        secret_key: PathBuf,
+        #[arg(long, value_name = "F")]
+        password_file: Option<PathBuf>,
+        /// Output directory
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Signed expiry (ISO 8601 UTC); hosts refuse the bundle after it
+        #[arg(long, value_name = "TIME")]
+        expires: Option<String>,
+        /// Owner recorded for every file (what update applies)
+        #[arg(long, value_name = "UID:GID", default_value = "0:0")]
+        owner: String,
+        /// Application name in the SBOM
+        #[arg(long, default_value = "omniscient")]
+        name: String,
+        /// zstd level
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that write releases enter a private mount namespace first, when the
+    // releases are mounted read-only; this must happen before any thread starts.
+    if let Command::Update { root, .. }
+    | Command::Rollback { root, .. }
+    | Command::Recover { root, .. } = &cli.command
+    {
+        let layout = layout::Layout::new(&root.root);
+        if let Err(error) = mounts::writable_releases(&layout) {
+            eprintln!("bulletproofctl: error: {error:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -170,7 +321,285 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 }
             }
         }
+        Command::Bundle {
+            command:
+                BundleCommand::Build {
+                    version,
+                    core,
+                    modules,
+                    secret_key,
+                    password_file,
+                    out,
+                    expires,
+                    owner,
+                    name,
+                    level,
+                },
+        } => {
+            let password = match &password_file {
+                Some(path) => Password::File(path),
+                None => Password::PromptIfTerminal,
+            };
+            let sk = integrity_trust::load_secret_key(&secret_key, password)?;
+            let built = bundle::build(&bundle::BuildOptions {
+                version,
+                core,
+                modules,
+                out: out.clone(),
+                secret_key: sk,
+                expires,
+                owner: parse_owner(&owner)?,
+                name,
+                level,
+            })?;
+            for (name, digest) in &built.files {
+                println!("{digest}  {name}");
+            }
+            eprintln!(
+                "bulletproofctl: bundle in {}: {} entries, {} bytes of files, signed",
+                out.display(),
+                built.entries,
+                built.bytes
+            );
+            Ok(0)
+        }
+        Command::Install {
+            root,
+            service_user,
+            public_key,
+            replace_key,
+            mounts,
+            unit_dir,
+            dry_run,
+        } => {
+            let layout = layout::Layout::new(&root.root);
+            let changes = install::install(
+                &layout,
+                &install::InstallOptions {
+                    service_user,
+                    public_key,
+                    replace_key,
+                    mounts,
+                    unit_dir,
+                    dry_run,
+                },
+            )?;
+            if changes.is_empty() {
+                println!("{} is installed; nothing to change", layout.root.display());
+            } else if dry_run {
+                println!("dry run: {} changes would be made, none was", changes.len());
+            }
+            Ok(0)
+        }
+        Command::Update {
+            bundle_dir,
+            root,
+            public_key,
+        } => release_result(release::update(
+            &layout::Layout::new(&root.root),
+            &bundle_dir,
+            public_key.as_deref(),
+        )),
+        Command::Rollback { root, public_key } => release_result(release::rollback(
+            &layout::Layout::new(&root.root),
+            public_key.as_deref(),
+        )),
+        Command::Recover {
+            to,
+            root,
+            public_key,
+        } => release_result(release::recover(
+            &layout::Layout::new(&root.root),
+            &to,
+            public_key.as_deref(),
+        )),
+        Command::Status { root, json } => status(&layout::Layout::new(&root.root), json),
+        Command::Snapshot {
+            root,
+            secret_key,
+            password_file,
+        } => snapshot(&layout::Layout::new(&root.root), secret_key, password_file),
     }
+}
+
+fn release_result(result: Result<release::Report, release::Failure>) -> anyhow::Result<u8> {
+    match result {
+        Ok(report) => {
+            println!("{}", report.message);
+            Ok(0)
+        }
+        Err(release::Failure::Refused(message)) => {
+            eprintln!("bulletproofctl: refused: {message}");
+            Ok(EXIT_VERIFY)
+        }
+        Err(release::Failure::RolledBack(message)) => {
+            eprintln!("bulletproofctl: {message}");
+            Ok(EXIT_ROLLED_BACK)
+        }
+        Err(release::Failure::Error(error)) => Err(error),
+    }
+}
+
+fn parse_owner(text: &str) -> anyhow::Result<(u32, u32)> {
+    let (uid, gid) = text.split_once(':').context("--owner must be UID:GID")?;
+    Ok((
+        uid.parse().context("--owner: bad uid")?,
+        gid.parse().context("--owner: bad gid")?,
+    ))
+}
+
+fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
+    let active = layout.active_version()?.with_context(|| {
+        format!(
+            "{} is not installed (bulletproofctl install --root {})",
+            layout.root.display(),
+            layout.root.display()
+        )
+    })?;
+    let state = layout::State::load(layout)?;
+    let kept: Vec<String> = layout
+        .kept_versions()?
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let archived: Vec<String> = layout
+        .archived_versions()?
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let key = integrity_trust::load_public_key(&layout.pinned_key())
+        .ok()
+        .map(|k| integrity_trust::key_id(&k));
+    let txn = layout::Txn::load(layout)?;
+    if json {
+        let value = serde_json::json!({
+            "root": layout.root,
+            "active": active,
+            "previous": state.previous,
+            "highest": state.highest,
+            "kept": kept,
+            "archived": archived,
+            "release_key": key,
+            "last_update": state.last_update,
+            "last_verification": state.last_verification,
+            "interrupted": txn.map(|t| serde_json::json!({"op": t.op, "from": t.from, "to": t.to})),
+        });
+        println!("{value}");
+        return Ok(0);
+    }
+    let none = || "-".to_string();
+    println!("root:              {}", layout.root.display());
+    println!("active:            {active}");
+    println!(
+        "previous:          {}",
+        state.previous.clone().unwrap_or_else(none)
+    );
+    println!(
+        "highest installed: {}",
+        state.highest.clone().unwrap_or_else(none)
+    );
+    println!(
+        "kept:              {}",
+        if kept.is_empty() {
+            none()
+        } else {
+            kept.join(", ")
+        }
+    );
+    println!(
+        "archived:          {}",
+        if archived.is_empty() {
+            none()
+        } else {
+            archived.join(", ")
+        }
+    );
+    println!(
+        "release key:       {}",
+        key.unwrap_or_else(|| "none pinned".into())
+    );
+    let event = |e: &Option<layout::Event>| match e {
+        Some(e) => format!("{} {} {}: {}", e.at, e.op, e.result, e.detail),
+        None => none(),
+    };
+    println!("last update:       {}", event(&state.last_update));
+    println!("last verification: {}", event(&state.last_verification));
+    if let Some(txn) = txn {
+        println!(
+            "interrupted:       {} {} -> {} (undone by the next update, rollback or recover)",
+            txn.op, txn.from, txn.to
+        );
+    }
+    Ok(0)
+}
+
+fn snapshot(
+    layout: &layout::Layout,
+    secret_key: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let active = layout
+        .active_version()?
+        .context("the root is not installed")?;
+    if active == layout::EMPTY_RELEASE {
+        anyhow::bail!("no release is active yet; nothing to snapshot");
+    }
+    let key_path = match secret_key {
+        Some(path) => path,
+        None => {
+            let path = layout.host_key();
+            if !path.exists() {
+                let id = integrity_trust::keygen(&path, &layout.host_public_key(), None)?;
+                eprintln!(
+                    "bulletproofctl: created the host key {id} ({})",
+                    path.display()
+                );
+            }
+            path
+        }
+    };
+    let password = match &password_file {
+        Some(path) => Password::File(path),
+        None => Password::PromptIfTerminal,
+    };
+    let sk = integrity_trust::load_secret_key(&key_path, password)?;
+    let stamp = integrity_common::manifest::now_timestamp().replace([':', '-'], "");
+    let name = format!("snapshot-{active}-{stamp}.tar.zst");
+    let out = layout.archives().join(&name);
+    let release = layout.release(&active);
+    let temp = tempfile::Builder::new()
+        .prefix(".snapshot.")
+        .tempfile_in(layout.archives())?;
+    {
+        let encoder = zstd::Encoder::new(std::io::BufWriter::new(temp.as_file()), 3)?;
+        let mut builder = tar::Builder::new(encoder);
+        builder.follow_symlinks(false);
+        for part in ["core", "modules"] {
+            builder.append_dir_all(part, release.join(part))?;
+        }
+        for part in [
+            release::RELEASE_MANIFEST,
+            release::RELEASE_CHECKSUMS,
+            release::RELEASE_SIGNATURE,
+        ] {
+            builder.append_path_with_name(release.join(part), part)?;
+        }
+        builder.into_inner()?.finish()?;
+    }
+    temp.as_file().sync_all()?;
+    let digest = bundle::hash_file(temp.path())?;
+    temp.persist(&out)?;
+    let data = std::fs::read(&out)?;
+    let comment = format!("snapshot:{active}\tsha256:{digest}\tfile:{name}");
+    let signature = integrity_trust::sign(&sk, &data, &comment)?;
+    write_atomically(&signature_path(&out), signature.as_bytes())?;
+    oplog::record(
+        layout,
+        "snapshot",
+        &format!("{} of {active}", out.display()),
+    );
+    println!("{}", out.display());
+    Ok(0)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -1,0 +1,435 @@
+//! `bundle build`: the seed's release bundle (DESIGN §7).
+//!
+//! ```text
+//! OUT/core-VER.tar.zst      the core tree (VERSION at its top)
+//! OUT/modules-VER.tar.zst   the modules tree
+//! OUT/manifest-VER.json     the engine's per-file manifest of both (/core/…, /modules/…)
+//! OUT/sbom-VER.json         CycloneDX 1.5 JSON: one component per file, SHA-256
+//! OUT/checksums.txt         sha256sum format over the four files above
+//! OUT/sig.minisig           minisign over checksums.txt, `version:VER<TAB>timestamp:TS[<TAB>expires:TS]`
+//! ```
+//!
+//! Reproducible: entries sorted by path, owners from `--owner` (default 0:0), every
+//! mtime and the manifest timestamp from `SOURCE_DATE_EPOCH` (else the newest mtime of
+//! the inputs), zstd single-threaded at a fixed level. The same inputs give the same
+//! archive, manifest, SBOM and checksums bytes; only `sig.minisig` differs (minisign
+//! signatures carry random noise).
+
+use crate::checksums;
+use anyhow::{bail, Context};
+use integrity_common::{Baseline, EntryKind, FileIntegrityEntry, Sha256Digest};
+use std::fs;
+use std::io::BufWriter;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub struct BuildOptions {
+    pub version: String,
+    pub core: PathBuf,
+    pub modules: PathBuf,
+    pub out: PathBuf,
+    pub secret_key: integrity_trust::SecretKey,
+    pub expires: Option<String>,
+    pub owner: (u32, u32),
+    pub name: String,
+    pub level: i32,
+}
+
+/// What was built.
+pub struct Built {
+    pub files: Vec<(String, Sha256Digest)>,
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+/// Scans `dir` with the engine (no exclusions) and returns its entries with paths
+/// re-rooted under `prefix` (`/core`), owners normalized.
+fn scan_tree(
+    dir: &Path,
+    prefix: &str,
+    owner: (u32, u32),
+) -> anyhow::Result<Vec<FileIntegrityEntry>> {
+    let options = integrity_common::ScanOptions {
+        root: dir.to_path_buf(),
+        exclusions: integrity_common::Exclusions::none(),
+        cross_filesystems: false,
+    };
+    let output = integrity_common::scan(&options, &Default::default())?;
+    if let Some(error) = output.errors.first() {
+        bail!(
+            "{}: cannot read {}: {} ({} unreadable paths)",
+            dir.display(),
+            String::from_utf8_lossy(&error.path),
+            error.error,
+            output.errors.len()
+        );
+    }
+    let mut entries = Vec::with_capacity(output.entries.len());
+    for mut entry in output.entries {
+        match entry.kind {
+            EntryKind::File | EntryKind::Dir | EntryKind::Symlink => {}
+            other => bail!(
+                "{}{}: a {} cannot be part of a release (files, directories and symlinks only)",
+                dir.display(),
+                String::from_utf8_lossy(&entry.path),
+                other.as_str()
+            ),
+        }
+        if entry.kind == EntryKind::Symlink {
+            let link = entry.target.as_deref().unwrap_or_default();
+            let rel = Path::new(std::ffi::OsStr::from_bytes(&entry.path[1..]));
+            if link.starts_with(b"/") || escapes(rel, link) {
+                bail!(
+                    "{}{}: symlink to {:?} leaves the tree; update would refuse it",
+                    dir.display(),
+                    String::from_utf8_lossy(&entry.path),
+                    String::from_utf8_lossy(link)
+                );
+            }
+        }
+        entry.uid = owner.0;
+        entry.gid = owner.1;
+        entry.path = reroot(prefix, &entry.path);
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+fn escapes(relative: &Path, link: &[u8]) -> bool {
+    let mut depth = relative.components().count() as i64 - 1;
+    for part in link.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// `/x` under `/core` → `/core/x`; `/` → `/core`.
+pub fn reroot(prefix: &str, path: &[u8]) -> Box<[u8]> {
+    let mut out = prefix.as_bytes().to_vec();
+    if path != b"/" {
+        out.extend_from_slice(path);
+    }
+    out.into_boxed_slice()
+}
+
+/// `SOURCE_DATE_EPOCH`, or the newest mtime among the inputs.
+fn build_epoch(dirs: &[&Path]) -> anyhow::Result<u64> {
+    if let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") {
+        return text
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds"));
+    }
+    let mut newest = 0u64;
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            use std::os::unix::fs::MetadataExt;
+            newest = newest.max(meta.mtime().max(0) as u64);
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// Writes the tar.zst of one tree: entries in manifest order (sorted), headers
+/// normalized, content hashed again while it is written and compared with the scan
+/// (a file changed during the build fails it instead of shipping a bad release).
+fn write_archive(
+    dir: &Path,
+    prefix: &str,
+    entries: &[FileIntegrityEntry],
+    epoch: u64,
+    level: i32,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let file = tempfile::Builder::new()
+        .prefix(".build.")
+        .tempfile_in(out.parent().unwrap_or(Path::new(".")))?;
+    let encoder = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), level)?;
+    let mut builder = tar::Builder::new(encoder);
+    builder.mode(tar::HeaderMode::Deterministic);
+    let mut bytes = 0u64;
+    for entry in entries {
+        let within = &entry.path[prefix.len()..];
+        if within.is_empty() {
+            continue; // the tree root: its mode lives in the manifest
+        }
+        let rel = std::ffi::OsStr::from_bytes(&within[1..]);
+        let source = dir.join(rel);
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(entry.mode);
+        header.set_uid(entry.uid as u64);
+        header.set_gid(entry.gid as u64);
+        header.set_mtime(epoch);
+        match entry.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, Path::new(rel), std::io::empty())?;
+            }
+            EntryKind::Symlink => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                let target = entry.target.as_deref().unwrap_or_default();
+                builder.append_link(
+                    &mut header,
+                    Path::new(rel),
+                    Path::new(std::ffi::OsStr::from_bytes(target)),
+                )?;
+            }
+            _ => {
+                header.set_entry_type(tar::EntryType::Regular);
+                let size = entry.size.unwrap_or(0);
+                header.set_size(size);
+                let file = fs::File::open(&source)
+                    .with_context(|| format!("cannot read {}", source.display()))?;
+                let mut reader = HashingReader {
+                    inner: std::io::Read::take(file, size),
+                    hasher: Default::default(),
+                };
+                builder.append_data(&mut header, Path::new(rel), &mut reader)?;
+                if Some(reader.hasher.finish()) != entry.sha256 {
+                    bail!("{} changed while the bundle was built", source.display());
+                }
+                bytes += size;
+            }
+        }
+    }
+    let encoder = builder.into_inner()?;
+    let writer = encoder.finish()?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    file.as_file().sync_all()?;
+    file.persist(out)?;
+    Ok(bytes)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: integrity_common::digest::Sha256Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A CycloneDX 1.5 JSON SBOM of the release: the release as the BOM's subject and one
+/// `file` component per regular file or symlink, with its SHA-256.
+pub fn sbom(
+    name: &str,
+    version: &str,
+    timestamp: &str,
+    manifest: &Baseline,
+    serial_seed: &Sha256Digest,
+) -> Vec<u8> {
+    let mut components = Vec::new();
+    for entry in &manifest.entries {
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        let path = entry.path_text();
+        let mut component = serde_json::json!({
+            "type": "file",
+            "bom-ref": format!("file:{path}"),
+            "name": path.trim_start_matches('/'),
+        });
+        if let Some(digest) = entry.sha256 {
+            component["hashes"] =
+                serde_json::json!([{ "alg": "SHA-256", "content": digest.to_hex() }]);
+        }
+        components.push(component);
+    }
+    // A version-4-shaped UUID derived from the content, so the SBOM is reproducible.
+    let b = serial_seed.0;
+    let serial = format!(
+        "urn:uuid:{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:01x}{:02x}-{:01x}{:01x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6] & 0x0f, b[7], 8 | (b[8] & 0x3), b[8] >> 4, b[9],
+        b[10], b[11], b[12], b[13], b[14], b[15]
+    );
+    let document = serde_json::json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": serial,
+        "version": 1,
+        "metadata": {
+            "timestamp": timestamp,
+            "tools": { "components": [ {
+                "type": "application",
+                "name": "bulletproofctl",
+                "version": env!("CARGO_PKG_VERSION"),
+            } ] },
+            "component": {
+                "type": "application",
+                "bom-ref": "release",
+                "name": name,
+                "version": version,
+            },
+        },
+        "components": components,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&document).expect("a JSON value serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Builds the bundle into `options.out`.
+pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
+    let version = checksums::parse_version(&options.version).map_err(anyhow::Error::msg)?;
+    let version_text = version.to_string();
+    if version_text != options.version {
+        bail!(
+            "version {:?} is not in canonical semver form ({version_text})",
+            options.version
+        );
+    }
+    if let Some(expires) = &options.expires {
+        integrity_common::validate_timestamp(expires).map_err(anyhow::Error::msg)?;
+    }
+    for dir in [&options.core, &options.modules] {
+        if !fs::symlink_metadata(dir)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            bail!("{} is not a directory", dir.display());
+        }
+    }
+    let version_file = options.core.join("VERSION");
+    match fs::read_to_string(&version_file) {
+        Ok(text) if text.trim() == version_text => {}
+        Ok(text) => bail!(
+            "{} says {:?}, not {version_text}",
+            version_file.display(),
+            text.trim()
+        ),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "{}: the core must carry its VERSION",
+                    version_file.display()
+                )
+            })
+        }
+    }
+    fs::create_dir_all(&options.out)
+        .with_context(|| format!("cannot create {}", options.out.display()))?;
+    let epoch = build_epoch(&[&options.core, &options.modules])?;
+    let timestamp = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch),
+    )
+    .to_string();
+
+    let (core, modules) = rayon::join(
+        || scan_tree(&options.core, "/core", options.owner),
+        || scan_tree(&options.modules, "/modules", options.owner),
+    );
+    let (core, modules) = (core?, modules?);
+    let [core_name, modules_name, manifest_name, sbom_name] =
+        checksums::bundle_files(&version_text);
+    let (core_bytes, modules_bytes) = rayon::join(
+        || {
+            write_archive(
+                &options.core,
+                "/core",
+                &core,
+                epoch,
+                options.level,
+                &options.out.join(&core_name),
+            )
+        },
+        || {
+            write_archive(
+                &options.modules,
+                "/modules",
+                &modules,
+                epoch,
+                options.level,
+                &options.out.join(&modules_name),
+            )
+        },
+    );
+    let bytes = core_bytes? + modules_bytes?;
+
+    let mut entries = core;
+    entries.extend(modules);
+    let manifest = Baseline {
+        image_id: format!("release-{version_text}"),
+        timestamp: timestamp.clone(),
+        entries,
+        errors: Vec::new(),
+    };
+    manifest.validate()?;
+    let manifest_bytes = manifest.to_json_bytes();
+    let manifest_digest = Sha256Digest::of(&manifest_bytes);
+    let sbom_bytes = sbom(
+        &options.name,
+        &version_text,
+        &timestamp,
+        &manifest,
+        &manifest_digest,
+    );
+    crate::layout::write_atomically(&options.out.join(&manifest_name), &manifest_bytes, 0o644)?;
+    crate::layout::write_atomically(&options.out.join(&sbom_name), &sbom_bytes, 0o644)?;
+
+    let mut files = Vec::new();
+    for name in [&core_name, &modules_name, &manifest_name, &sbom_name] {
+        files.push((name.clone(), hash_file(&options.out.join(name))?));
+    }
+    let checksums_text = checksums::format(&files);
+    crate::layout::write_atomically(
+        &options.out.join("checksums.txt"),
+        checksums_text.as_bytes(),
+        0o644,
+    )?;
+    let comment = checksums::release_comment(&version_text, &timestamp, options.expires.as_deref());
+    let signature =
+        integrity_trust::sign(&options.secret_key, checksums_text.as_bytes(), &comment)?;
+    crate::layout::write_atomically(
+        &options.out.join("sig.minisig"),
+        signature.as_bytes(),
+        0o644,
+    )?;
+    Ok(Built {
+        files,
+        entries: manifest.entries.len(),
+        bytes,
+    })
+}
+
+/// SHA-256 of a file, streamed.
+pub fn hash_file(path: &Path) -> anyhow::Result<Sha256Digest> {
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    hash_reader(file).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub fn hash_reader(mut reader: impl std::io::Read) -> std::io::Result<Sha256Digest> {
+    let mut hasher = integrity_common::digest::Sha256Hasher::new();
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hasher.finish())
+}

@@ -1,0 +1,324 @@
+//! `install`: the seed's layout under a root, idempotently. Every step compares what
+//! is there with what should be and changes only the difference; each change is one
+//! printed line (or, with `--dry-run`, one line saying what would change), and a second
+//! run says there is nothing to do.
+//!
+//! Ownership: the core side (`install/`, releases, `tools/`, `venv/`) is root's and not
+//! writable by anyone else; `state/*` and `logs/system` belong to the service user
+//! (`--service-user`), who can write there and nowhere in the core; `logs/security`,
+//! `logs/ops`, `backups/`, `archives/` are root's alone.
+
+use crate::layout::{Config, Layout, State, EMPTY_RELEASE};
+use crate::mounts;
+use anyhow::{bail, Context};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MountMode {
+    /// Only as root on the default root /opt/omniscient
+    Auto,
+    Yes,
+    No,
+}
+
+pub struct InstallOptions {
+    pub service_user: Option<String>,
+    pub public_key: Option<PathBuf>,
+    pub replace_key: bool,
+    pub mounts: MountMode,
+    pub unit_dir: PathBuf,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Root,
+    Service,
+}
+
+/// (path relative to the root, mode, owner)
+const DIRS: &[(&str, u32, Owner)] = &[
+    ("", 0o755, Owner::Root),
+    ("install", 0o755, Owner::Root),
+    ("install/releases", 0o755, Owner::Root),
+    ("install/releases/none", 0o755, Owner::Root),
+    ("install/releases/none/core", 0o755, Owner::Root),
+    ("install/releases/none/modules", 0o755, Owner::Root),
+    ("install/stage", 0o700, Owner::Root),
+    ("venv", 0o755, Owner::Root),
+    ("state", 0o755, Owner::Root),
+    ("state/conf.d", 0o750, Owner::Service),
+    ("state/data", 0o750, Owner::Service),
+    ("state/cache", 0o750, Owner::Service),
+    ("state/run", 0o750, Owner::Service),
+    ("logs", 0o755, Owner::Root),
+    ("logs/system", 0o750, Owner::Service),
+    ("logs/security", 0o750, Owner::Root),
+    ("logs/ops", 0o750, Owner::Root),
+    ("backups", 0o750, Owner::Root),
+    ("archives", 0o750, Owner::Root),
+    ("tools", 0o755, Owner::Root),
+];
+
+struct Installer<'a> {
+    layout: &'a Layout,
+    dry_run: bool,
+    root_user: bool,
+    service: (u32, u32),
+    changes: Vec<String>,
+}
+
+impl Installer<'_> {
+    fn change(&mut self, what: String) {
+        let line = if self.dry_run {
+            format!("would {what}")
+        } else {
+            what
+        };
+        println!("{line}");
+        self.changes.push(line);
+    }
+
+    fn dir(&mut self, relative: &str, mode: u32, owner: Owner) -> anyhow::Result<()> {
+        let path = self.layout.path(relative);
+        let (uid, gid) = match owner {
+            Owner::Root => (0, 0),
+            Owner::Service => self.service,
+        };
+        match fs::symlink_metadata(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.change(format!("create {} (mode {mode:04o})", path.display()));
+                if !self.dry_run {
+                    fs::create_dir(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                    if self.root_user {
+                        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+                    }
+                }
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot inspect {}", path.display()))
+            }
+            Ok(meta) if !meta.is_dir() => {
+                bail!(
+                    "{} exists and is not a directory; not touching it",
+                    path.display()
+                )
+            }
+            Ok(meta) => {
+                if meta.mode() & 0o7777 != mode && !is_read_only_mount(&path) {
+                    self.change(format!(
+                        "set mode {mode:04o} on {} (was {:04o})",
+                        path.display(),
+                        meta.mode() & 0o7777
+                    ));
+                    if !self.dry_run {
+                        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                    }
+                }
+                if self.root_user
+                    && (meta.uid() != uid || meta.gid() != gid)
+                    && !is_read_only_mount(&path)
+                {
+                    self.change(format!(
+                        "set owner {uid}:{gid} on {} (was {}:{})",
+                        path.display(),
+                        meta.uid(),
+                        meta.gid()
+                    ));
+                    if !self.dry_run {
+                        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn symlink(&mut self, relative: &str, target: &str) -> anyhow::Result<()> {
+        let path = self.layout.path(relative);
+        match fs::read_link(&path) {
+            Ok(current) if current == Path::new(target) => Ok(()),
+            Ok(current) => bail!(
+                "{} points at {}, not {target}; not touching it",
+                path.display(),
+                current.display()
+            ),
+            Err(_) if fs::symlink_metadata(&path).is_ok() => bail!(
+                "{} exists and is not bulletproof's symlink to {target}; move it away first (a release bundle is the only way into the core)",
+                path.display()
+            ),
+            Err(_) => {
+                self.change(format!("link {} -> {target}", path.display()));
+                if !self.dry_run {
+                    std::os::unix::fs::symlink(target, &path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn file(&mut self, path: &Path, bytes: &[u8], mode: u32, what: &str) -> anyhow::Result<()> {
+        if fs::symlink_metadata(path).is_ok() {
+            return Ok(());
+        }
+        self.change(format!("write {} ({what})", path.display()));
+        if !self.dry_run {
+            crate::layout::write_atomically(path, bytes, mode)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_read_only_mount(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+}
+
+fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
+    let user = nix::unistd::User::from_name(name)
+        .with_context(|| format!("cannot look up user {name}"))?
+        .with_context(|| {
+            format!("no such user: {name} (create it first, e.g. useradd --system {name})")
+        })?;
+    Ok((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// Runs the installation; returns the change lines (empty: nothing to do).
+pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<String>> {
+    let root_user = nix::unistd::geteuid().is_root();
+    let service = match &options.service_user {
+        Some(name) => lookup_user(name)?,
+        None => (0, 0),
+    };
+    if !layout.root.is_absolute() {
+        bail!("--root must be an absolute path (it is written into mount units)");
+    }
+    let mut installer = Installer {
+        layout,
+        dry_run: options.dry_run,
+        root_user,
+        service,
+        changes: Vec::new(),
+    };
+    if fs::symlink_metadata(&layout.root).is_err() {
+        installer.change(format!("create {}", layout.root.display()));
+        if !options.dry_run {
+            fs::create_dir_all(&layout.root)
+                .with_context(|| format!("cannot create {}", layout.root.display()))?;
+        }
+    }
+    for (relative, mode, owner) in DIRS {
+        if options.dry_run && fs::symlink_metadata(layout.path(relative)).is_err() {
+            installer.change(format!(
+                "create {} (mode {mode:04o})",
+                layout.path(relative).display()
+            ));
+            continue;
+        }
+        installer.dir(relative, *mode, *owner)?;
+    }
+    if fs::symlink_metadata(layout.active_link()).is_err() {
+        installer.symlink("install/active", &format!("releases/{EMPTY_RELEASE}"))?;
+    }
+    installer.symlink("core", "install/active/core")?;
+    installer.symlink("modules", "install/active/modules")?;
+    installer.file(
+        &layout.config_file(),
+        Config::TEMPLATE.as_bytes(),
+        0o644,
+        "configuration",
+    )?;
+    let state = serde_json::to_vec_pretty(&State::default())?;
+    installer.file(&layout.state_file(), &state, 0o644, "updater state")?;
+
+    if let Some(key_path) = &options.public_key {
+        let key = integrity_trust::load_public_key(key_path)?;
+        let text = fs::read(key_path)?;
+        let pinned = layout.pinned_key();
+        match integrity_trust::load_public_key(&pinned) {
+            Ok(current) if integrity_trust::key_id(&current) == integrity_trust::key_id(&key) => {}
+            Ok(current) if !options.replace_key => bail!(
+                "release key {} is pinned at {}; replacing it with {} is an explicit act: add --replace-key",
+                integrity_trust::key_id(&current),
+                pinned.display(),
+                integrity_trust::key_id(&key)
+            ),
+            Ok(current) => {
+                installer.change(format!(
+                    "replace the pinned release key {} with {}",
+                    integrity_trust::key_id(&current),
+                    integrity_trust::key_id(&key)
+                ));
+                if !options.dry_run {
+                    crate::layout::write_atomically(&pinned, &text, 0o644)?;
+                    crate::oplog::record(layout, "pin-key", &format!("release key {} replaced by {}", integrity_trust::key_id(&current), integrity_trust::key_id(&key)));
+                }
+            }
+            Err(_) => {
+                installer.change(format!("pin release key {} at {}", integrity_trust::key_id(&key), pinned.display()));
+                if !options.dry_run {
+                    crate::layout::write_atomically(&pinned, &text, 0o644)?;
+                    crate::oplog::record(layout, "pin-key", &format!("release key {} pinned", integrity_trust::key_id(&key)));
+                }
+            }
+        }
+    }
+
+    let mounts_wanted = match options.mounts {
+        MountMode::Yes => true,
+        MountMode::No => false,
+        MountMode::Auto => root_user && layout.root == Path::new(crate::DEFAULT_ROOT),
+    };
+    if mounts_wanted {
+        if !root_user {
+            bail!("--mounts yes needs root");
+        }
+        for spec in mounts::plan(layout) {
+            let (name, text) = mounts::unit(&spec);
+            let unit_path = options.unit_dir.join(&name);
+            if fs::read_to_string(&unit_path).ok().as_deref() != Some(text.as_str()) {
+                installer.change(format!("write mount unit {}", unit_path.display()));
+                if !options.dry_run {
+                    fs::create_dir_all(&options.unit_dir)?;
+                    crate::layout::write_atomically(&unit_path, text.as_bytes(), 0o644)?;
+                }
+            }
+            let wants = options.unit_dir.join("local-fs.target.wants").join(&name);
+            if fs::symlink_metadata(&wants).is_err() {
+                installer.change(format!("enable {name} for local-fs.target"));
+                if !options.dry_run {
+                    fs::create_dir_all(wants.parent().expect("has a parent"))?;
+                    std::os::unix::fs::symlink(&unit_path, &wants)?;
+                }
+            }
+            if !mounts::is_applied(&spec) {
+                installer.change(format!(
+                    "mount {} {}",
+                    spec.path.display(),
+                    if spec.read_only {
+                        "read-only"
+                    } else {
+                        "noexec,nodev,nosuid"
+                    }
+                ));
+                if !options.dry_run {
+                    mounts::apply(&spec)?;
+                }
+            }
+        }
+    }
+    if !options.dry_run && !installer.changes.is_empty() {
+        crate::oplog::record(
+            layout,
+            "install",
+            &format!("{} changes", installer.changes.len()),
+        );
+    }
+    Ok(installer.changes)
+}
