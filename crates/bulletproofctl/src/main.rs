@@ -4,14 +4,7 @@
 //! `recover`, `status`, `snapshot`). The guard and the log verifier come with their
 //! issue.
 
-mod bundle;
-mod checksums;
-mod extract;
-mod install;
-mod layout;
-mod mounts;
-mod oplog;
-mod release;
+use bulletproofctl::{bundle, install, layout, mounts, oplog, release, DEFAULT_ROOT};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,9 +18,6 @@ const EXIT_VERIFY: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 /// An activation failed after the switch and the previous version is active again.
 const EXIT_ROLLED_BACK: u8 = 3;
-
-/// The seed's application root.
-pub const DEFAULT_ROOT: &str = "/opt/omniscient";
 
 const AFTER_HELP: &str = "\
 Keys and signatures are minisign's formats: `minisign -V` verifies what `sign` writes,
