@@ -329,8 +329,6 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
             })
         }
     }
-    fs::create_dir_all(&options.out)
-        .with_context(|| format!("cannot create {}", options.out.display()))?;
     let epoch = build_epoch(&[&options.core, &options.modules])?;
     let timestamp = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch),
@@ -342,6 +340,8 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
         || scan_tree(&options.modules, "/modules", options.owner),
     );
     let (core, modules) = (core?, modules?);
+    fs::create_dir_all(&options.out)
+        .with_context(|| format!("cannot create {}", options.out.display()))?;
     let [core_name, modules_name, manifest_name, sbom_name] =
         checksums::bundle_files(&version_text);
     let (core_bytes, modules_bytes) = rayon::join(
