@@ -1,7 +1,7 @@
 //! `bundle build`: the seed's release bundle (DESIGN §7).
 //!
 //! ```text
-//! OUT/core-VER.tar.zst      the core tree (VERSION at its top)
+//! OUT/core-VER.tar.zst      the core tree (VERSION at its top, written if the tree has none)
 //! OUT/modules-VER.tar.zst   the modules tree
 //! OUT/manifest-VER.json     the engine's per-file manifest of both (/core/…, /modules/…)
 //! OUT/sbom-VER.json         CycloneDX 1.5 JSON: one component per file, SHA-256
@@ -149,6 +149,7 @@ fn build_epoch(dirs: &[&Path]) -> anyhow::Result<u64> {
 /// normalized, content hashed again while it is written and compared with the scan
 /// (a file changed during the build fails it instead of shipping a bad release).
 fn write_archive(
+    synthetic: Option<&[u8]>,
     dir: &Path,
     prefix: &str,
     entries: &[FileIntegrityEntry],
@@ -195,8 +196,13 @@ fn write_archive(
                 header.set_entry_type(tar::EntryType::Regular);
                 let size = entry.size.unwrap_or(0);
                 header.set_size(size);
-                let file = fs::File::open(&source)
-                    .with_context(|| format!("cannot read {}", source.display()))?;
+                let file: Box<dyn std::io::Read> = match synthetic {
+                    Some(bytes) if within == b"/VERSION" => Box::new(bytes),
+                    _ => Box::new(
+                        fs::File::open(&source)
+                            .with_context(|| format!("cannot read {}", source.display()))?,
+                    ),
+                };
                 let mut reader = HashingReader {
                     inner: std::io::Read::take(file, size),
                     hasher: Default::default(),
@@ -312,23 +318,25 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
             bail!("{} is not a directory", dir.display());
         }
     }
+    // The core carries its VERSION: the operator's file when there is one (it must say
+    // this version), else one written by the build (`VER\n`, mode 0644).
     let version_file = options.core.join("VERSION");
-    match fs::read_to_string(&version_file) {
-        Ok(text) if text.trim() == version_text => {}
-        Ok(text) => bail!(
-            "{} says {:?}, not {version_text}",
-            version_file.display(),
-            text.trim()
-        ),
-        Err(error) => {
-            return Err(error).with_context(|| {
-                format!(
-                    "{}: the core must carry its VERSION",
-                    version_file.display()
-                )
-            })
+    let synthetic_version = match fs::symlink_metadata(&version_file) {
+        Ok(meta) if meta.is_file() => {
+            let text = fs::read_to_string(&version_file)
+                .with_context(|| format!("cannot read {}", version_file.display()))?;
+            if text.trim() != version_text {
+                bail!(
+                    "{} says {:?}, not {version_text}",
+                    version_file.display(),
+                    text.trim()
+                );
+            }
+            None
         }
-    }
+        Ok(_) => bail!("{} is not a regular file", version_file.display()),
+        Err(_) => Some(format!("{version_text}\n").into_bytes()),
+    };
     let epoch = build_epoch(&[&options.core, &options.modules])?;
     let timestamp = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch),
@@ -339,7 +347,24 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
         || scan_tree(&options.core, "/core", options.owner),
         || scan_tree(&options.modules, "/modules", options.owner),
     );
-    let (core, modules) = (core?, modules?);
+    let (mut core, modules) = (core?, modules?);
+    if let Some(bytes) = &synthetic_version {
+        let entry = FileIntegrityEntry {
+            path: b"/core/VERSION".to_vec().into_boxed_slice(),
+            sha256: Some(Sha256Digest::of(bytes)),
+            mode: 0o644,
+            uid: options.owner.0,
+            gid: options.owner.1,
+            kind: EntryKind::File,
+            size: Some(bytes.len() as u64),
+            target: None,
+            rdev: None,
+        };
+        let at = core
+            .binary_search_by(|e| (*e.path).cmp(&entry.path))
+            .unwrap_err();
+        core.insert(at, entry);
+    }
     fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let [core_name, modules_name, manifest_name, sbom_name] =
@@ -347,6 +372,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
     let (core_bytes, modules_bytes) = rayon::join(
         || {
             write_archive(
+                synthetic_version.as_deref(),
                 &options.core,
                 "/core",
                 &core,
@@ -357,6 +383,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
         },
         || {
             write_archive(
+                None,
                 &options.modules,
                 "/modules",
                 &modules,

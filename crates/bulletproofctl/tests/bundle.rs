@@ -704,10 +704,13 @@ fn bad_inputs_are_refused_without_a_bundle() {
     type Spoil = fn(&Path, &Path);
     let cases: Vec<(&str, &str, Spoil, &[&str])> = vec![
         (
-            "core without VERSION",
+            "a VERSION that is not a file",
             VERSION,
-            |core, _| fs::remove_file(core.join("VERSION")).unwrap(),
-            &["VERSION"],
+            |core, _| {
+                fs::remove_file(core.join("VERSION")).unwrap();
+                fs::create_dir(core.join("VERSION")).unwrap();
+            },
+            &["VERSION", "not a regular file"],
         ),
         (
             "VERSION naming another version",
@@ -813,4 +816,59 @@ fn bad_inputs_are_refused_without_a_bundle() {
 fn mkfifo(path: &Path) {
     let made = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// A core without VERSION gets one from the build (the core always carries it), listed
+/// in the signed manifest like any file.
+#[test]
+fn a_core_without_version_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, _pk) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    let keygen = Command::new(CTL)
+        .args([
+            "keygen",
+            "--secret-key",
+            sk.to_str().unwrap(),
+            "--public-key",
+            _pk.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let core = dir.path().join("core");
+    let modules = dir.path().join("modules");
+    fs::create_dir_all(core.join("bin")).unwrap();
+    fs::create_dir_all(&modules).unwrap();
+    fs::write(core.join("bin/app"), "app\n").unwrap();
+    let out = dir.path().join("out");
+    let built = Command::new(CTL)
+        .args(["bundle", "build", "--version", "2.0.0-rc.1"])
+        .arg("--core")
+        .arg(&core)
+        .arg("--modules")
+        .arg(&modules)
+        .arg("--secret-key")
+        .arg(&sk)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let version = Command::new("tar")
+        .args(["--zstd", "-xOf"])
+        .arg(out.join("core-2.0.0-rc.1.tar.zst"))
+        .arg("VERSION")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "2.0.0-rc.1\n");
+    let manifest = fs::read_to_string(out.join("manifest-2.0.0-rc.1.json")).unwrap();
+    assert!(manifest.contains("\"/core/VERSION\""), "{manifest}");
+    assert!(
+        !core.join("VERSION").exists(),
+        "the source tree was written to"
+    );
 }

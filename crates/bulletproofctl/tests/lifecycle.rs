@@ -751,3 +751,43 @@ exit 0
     let verified = verify.output().expect("systemd-analyze (systemd)");
     assert!(verified.status.success(), "{}", text(&verified));
 }
+
+/// One mutating command per root: a second one while the lock is held is refused with
+/// a clear message and changes nothing.
+#[test]
+fn a_second_updater_on_one_root_is_turned_away() {
+    let f = Fixture::new();
+    f.install();
+    ok(f.update(&f.bundle("1.0.0", 0)));
+    let b2 = f.bundle("1.1.0", 0);
+    let mut holder = Command::new("flock")
+        .arg(f.root().join("install/lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock (util-linux)");
+    // Wait until the holder has the lock.
+    for _ in 0..100 {
+        let probe = Command::new("flock")
+            .args(["--nonblock"])
+            .arg(f.root().join("install/lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        if !probe.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let turned_away = f.update(&b2);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(turned_away.status.code(), Some(2), "{}", text(&turned_away));
+    assert!(
+        text(&turned_away).contains("another bulletproofctl"),
+        "{}",
+        text(&turned_away)
+    );
+    assert_eq!(f.core_version(), "1.0.0");
+    ok(f.update(&b2));
+    assert_eq!(f.core_version(), "1.1.0");
+}
