@@ -17,12 +17,14 @@
 
 use integrity_common::digest::Sha256Hasher;
 use integrity_common::Sha256Digest;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What an archive held, by path relative to its tree (`/bin/app`).
@@ -68,6 +70,33 @@ fn refuse(path: &str, why: impl std::fmt::Display) -> Refused {
 
 const MAX_PATH_BYTES: usize = 4096;
 const COPY_BUFFER: usize = 128 << 10;
+/// Decompressed bytes the tar reader may consume outside file contents between two
+/// entries (a header, a long name or link ≤ 4 KiB, PAX records, padding).
+const HEADER_ALLOWANCE: u64 = 64 << 10;
+
+/// The decompressed stream, metered: each read is charged to an allowance that the
+/// extractor sets per entry; past it, reads fail. This bounds what the tar crate reads
+/// on its own (long names and PAX headers are read whole into memory, and skipped data
+/// is still decompressed).
+struct Metered<R> {
+    inner: R,
+    allowance: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.allowance.get();
+        if left == 0 {
+            return Err(io::Error::other(
+                "the archive holds more data than its entries account for (bound exceeded)",
+            ));
+        }
+        let cap = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..cap])?;
+        self.allowance.set(left - n as u64);
+        Ok(n)
+    }
+}
 
 /// Extracts the tar stream `reader` into the empty directory `dest`.
 pub fn extract(
@@ -77,12 +106,24 @@ pub fn extract(
 ) -> Result<BTreeMap<Vec<u8>, Item>, Refused> {
     let mut items: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
     let mut symlinks: Vec<(Vec<u8>, PathBuf, Vec<u8>)> = Vec::new();
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
+    let allowance = Rc::new(Cell::new(HEADER_ALLOWANCE));
+    let mut archive = tar::Archive::new(Metered {
+        inner: reader,
+        allowance: Rc::clone(&allowance),
+    });
+    let mut entries = archive
         .entries()
         .map_err(|e| Refused(format!("not a tar archive: {e}")))?;
     let mut buffer = vec![0u8; COPY_BUFFER];
-    for entry in entries {
+    loop {
+        // Between two entries the tar reader may consume headers, long names, PAX
+        // records and the previous entry's padding: a small allowance, so a 1 GiB
+        // "long name" or a data run the headers do not account for is refused
+        // instead of read into memory or skipped over.
+        allowance.set(HEADER_ALLOWANCE);
+        let Some(entry) = entries.next() else {
+            break;
+        };
         let mut entry = entry.map_err(|e| Refused(format!("corrupt or truncated archive: {e}")))?;
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
@@ -114,10 +155,13 @@ pub fn extract(
                 .map_err(|e| refuse(&shown, e))?;
             Item::Dir
         } else if kind.is_file() {
-            let size = entry.header().size().map_err(|e| refuse(&shown, e))?;
+            // The size the entry really yields (a PAX `size` record overrides the
+            // header's field), charged before a byte is written.
+            let size = entry.size();
             if !Budget::take(&budget.bytes_left, size) {
                 return Err(refuse(&shown, "the release is larger than the size bound"));
             }
+            allowance.set(size.saturating_add(HEADER_ALLOWANCE));
             make_parents(dest, &relative, &mut items).map_err(|why| refuse(&shown, why))?;
             let mut file = fs::OpenOptions::new()
                 .write(true)

@@ -609,12 +609,15 @@ fn kill_9_at_random_instants_of_update() {
     f.install();
     let b1 = f.bundle("1.0.0", 400);
     let b2 = f.bundle("1.1.0", 400);
-    let started = std::time::Instant::now();
     ok(f.update(&b1));
+    // Calibrate on the very operation the kills interrupt (1.0.0 → 1.1.0).
+    let started = std::time::Instant::now();
+    ok(f.update(&b2));
     let full = started.elapsed();
+    ok(ctl(&["recover", "--to", "1.0.0", "--root", &f.r()]));
     let mut seen_new = 0;
     let mut seen_old = 0;
-    for round in 0..12u64 {
+    for round in 0..16u64 {
         let mut child = Command::new(CTL)
             .args(["update", p(&b2), "--root", &f.r()])
             .stdin(Stdio::null())
@@ -622,8 +625,8 @@ fn kill_9_at_random_instants_of_update() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Instants spread over the whole run, a little past its end.
-        std::thread::sleep(full.mul_f64(0.14 * round as f64));
+        // Instants spread over the whole run and as long again past its end.
+        std::thread::sleep(full.mul_f64(0.125 * round as f64));
         let _ = child.kill();
         let _ = child.wait();
         let active = f.active();
