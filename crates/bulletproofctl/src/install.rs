@@ -30,6 +30,7 @@ pub struct InstallOptions {
     pub mounts: MountMode,
     pub unit_dir: PathBuf,
     pub dry_run: bool,
+    pub log_key_out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -236,6 +237,32 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
     )?;
     let state = serde_json::to_vec_pretty(&State::default())?;
     installer.file(&layout.state_file(), &state, 0o644, "updater state")?;
+
+    // The security logs' keys and the host key that signs checkpoints and snapshots.
+    if fs::symlink_metadata(layout.path("install/logkeys/guard.state")).is_err() {
+        installer.change("create the security log keys (forward-secure MAC chain)".into());
+        if !options.dry_run {
+            if let Some(master) = crate::seclog::init_keys(
+                layout,
+                options.log_key_out.as_deref(),
+                &["bulletproofctl", "guard"],
+            )? {
+                println!(
+                    "the initial log key is in {}: copy it off this host and delete it here (log verify --initial-key needs it; an intruder must not have it)",
+                    master.display()
+                );
+            }
+        }
+    }
+    if fs::symlink_metadata(layout.host_key()).is_err() {
+        installer.change(format!(
+            "create the host key {}",
+            layout.host_key().display()
+        ));
+        if !options.dry_run {
+            integrity_trust::keygen(&layout.host_key(), &layout.host_public_key(), None)?;
+        }
+    }
 
     if let Some(key_path) = &options.public_key {
         let key = integrity_trust::load_public_key(key_path)?;

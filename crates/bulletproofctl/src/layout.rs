@@ -158,6 +158,11 @@ pub struct Config {
     pub max_entries: u64,
     /// A bundle's own preflight gets this long before it is killed and the bundle refused.
     pub preflight_timeout_secs: u64,
+    /// How long update, rollback and recover wait for the root's lock (held by another
+    /// command, or for a moment by the guard while it heals) before giving up.
+    pub lock_wait_secs: u64,
+    /// The guard's full verification interval, in seconds (events are handled at once).
+    pub guard_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -169,6 +174,8 @@ impl Default for Config {
             max_release_bytes: 16 << 30,
             max_entries: 1_000_000,
             preflight_timeout_secs: 300,
+            lock_wait_secs: 10,
+            guard_interval_secs: 60,
         }
     }
 }
@@ -193,6 +200,13 @@ max_entries = 1000000
 
 # Seconds a bundle's own preflight may run before it is killed and the bundle refused.
 preflight_timeout_secs = 300
+
+# Seconds update, rollback and recover wait for the root's lock before giving up.
+lock_wait_secs = 10
+
+# The guard verifies the whole active release this often (seconds); filesystem events
+# are handled as they come.
+guard_interval_secs = 60
 ";
 
     /// Reads the root's configuration; defaults when the file does not exist.

@@ -6,11 +6,13 @@ pub mod bundle;
 pub mod checksums;
 pub mod extract;
 pub mod fuzzing;
+pub mod guard;
 pub mod install;
 pub mod layout;
 pub mod mounts;
 pub mod oplog;
 pub mod release;
+pub mod seclog;
 
 /// The seed's application root.
 pub const DEFAULT_ROOT: &str = "/opt/omniscient";

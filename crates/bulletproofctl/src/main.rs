@@ -4,7 +4,9 @@
 //! `recover`, `status`, `snapshot`). The guard and the log verifier come with their
 //! issue.
 
-use bulletproofctl::{bundle, install, layout, mounts, oplog, release, DEFAULT_ROOT};
+use bulletproofctl::{
+    bundle, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -110,6 +112,11 @@ enum Command {
         /// Print every change that would be made, and make none
         #[arg(long)]
         dry_run: bool,
+        /// Where to write the initial key of the security logs (keep it off this host:
+        /// `log verify` needs it, an intruder must not have it)
+        /// [default: ROOT/install/logkeys/initial.key]
+        #[arg(long, value_name = "FILE")]
+        log_key_out: Option<PathBuf>,
     },
     /// Verify, stage and activate a signed bundle; on any failure the previous version stays active
     Update {
@@ -146,6 +153,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify the active release against its signed manifest and heal it (daemon, or --once)
+    #[command(after_help = "\
+Exit status of --once: 0 the release matches its signed manifest (or none is active);
+1 drift was found and healed (evidence in state/quarantine/); 3 drift could not be
+healed and the previous version was activated; 2 error, an update holds the root, or
+the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
+    Guard {
+        #[command(flatten)]
+        root: RootArg,
+        /// One full check (and heal), then exit
+        #[arg(long)]
+        once: bool,
+        /// Seconds between full checks [default: guard_interval_secs, 60]; filesystem
+        /// events are handled as they come
+        #[arg(long, value_name = "SECS")]
+        interval: Option<u64>,
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Tamper-evident security logs
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Write a signed tar.zst of the active core and modules to archives/
     Snapshot {
         #[command(flatten)]
@@ -163,6 +194,34 @@ struct RootArg {
     /// The bulletproof root
     #[arg(long, value_name = "ROOT", env = "BULLETPROOF_ROOT", default_value = DEFAULT_ROOT)]
     root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Verify a security log's chain: exit 0 and a summary when intact, else the first
+    /// bad record's line and what is wrong (edited, missing, inserted, reordered,
+    /// truncated), exit 1
+    Verify {
+        /// The log (several: a rotated file first, then its successor)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The root whose keys to use by default
+        #[arg(long, value_name = "ROOT", env = "BULLETPROOF_ROOT", default_value = DEFAULT_ROOT)]
+        root: PathBuf,
+        /// The initial log key exported at install [default: ROOT/install/logkeys/initial.key]
+        #[arg(long, value_name = "FILE")]
+        initial_key: Option<PathBuf>,
+        /// The host public key that signs checkpoints [default: ROOT/install/host.pub]
+        #[arg(long, value_name = "FILE")]
+        host_key: Option<PathBuf>,
+        /// Fail when the newest record is older than this (a cut-off tail; the guard
+        /// writes a heartbeat every cycle)
+        #[arg(long, value_name = "SECS")]
+        max_age: Option<u64>,
+        /// Do not require the signed checkpoint beside the log
+        #[arg(long)]
+        no_checkpoint: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,7 +266,8 @@ fn main() -> ExitCode {
     // releases are mounted read-only; this must happen before any thread starts.
     if let Command::Update { root, .. }
     | Command::Rollback { root, .. }
-    | Command::Recover { root, .. } = &cli.command
+    | Command::Recover { root, .. }
+    | Command::Guard { root, .. } = &cli.command
     {
         let layout = layout::Layout::new(&root.root);
         if let Err(error) = mounts::writable_releases(&layout) {
@@ -361,6 +421,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             mounts,
             unit_dir,
             dry_run,
+            log_key_out,
         } => {
             let layout = layout::Layout::new(&root.root);
             let changes = install::install(
@@ -372,6 +433,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     mounts,
                     unit_dir,
                     dry_run,
+                    log_key_out,
                 },
             )?;
             if changes.is_empty() {
@@ -404,6 +466,89 @@ fn run(command: Command) -> anyhow::Result<u8> {
             public_key.as_deref(),
         )),
         Command::Status { root, json } => status(&layout::Layout::new(&root.root), json),
+        Command::Guard {
+            root,
+            once,
+            interval,
+            public_key,
+        } => {
+            let layout = layout::Layout::new(&root.root);
+            if !once {
+                guard::run(&layout, public_key, interval)?;
+                return Ok(0);
+            }
+            Ok(match guard::once(&layout, public_key)? {
+                guard::Outcome::Intact | guard::Outcome::Idle => {
+                    println!("intact: the active release matches its signed manifest");
+                    0
+                }
+                guard::Outcome::Healed(n) => {
+                    println!("healed: {n} entries restored (evidence in state/quarantine/)");
+                    1
+                }
+                guard::Outcome::RolledBack(message) => {
+                    println!("{message}");
+                    EXIT_ROLLED_BACK
+                }
+                guard::Outcome::Busy => {
+                    eprintln!("bulletproofctl: an update holds the root; try again");
+                    EXIT_ERROR
+                }
+                guard::Outcome::Failed(message) => {
+                    eprintln!("bulletproofctl: {message}");
+                    EXIT_ERROR
+                }
+            })
+        }
+        Command::Log {
+            command:
+                LogCommand::Verify {
+                    files,
+                    root,
+                    initial_key,
+                    host_key,
+                    max_age,
+                    no_checkpoint,
+                },
+        } => {
+            let layout = layout::Layout::new(&root);
+            let master = seclog::read_master(
+                &initial_key.unwrap_or_else(|| seclog::master_key_path(&layout)),
+            )?;
+            let host_key = match host_key {
+                Some(path) => Some(integrity_trust::load_public_key(&path)?),
+                None => integrity_trust::load_public_key(&layout.host_public_key()).ok(),
+            };
+            let verdict = seclog::verify(
+                &files,
+                &seclog::VerifyOptions {
+                    master,
+                    host_key,
+                    max_age_secs: max_age,
+                    require_checkpoint: !no_checkpoint,
+                },
+            )?;
+            for note in &verdict.notes {
+                eprintln!("note: {note}");
+            }
+            match verdict.problem {
+                None => {
+                    println!(
+                        "intact: {} records of {}, seq {}..{}, last at {}",
+                        verdict.records,
+                        verdict.component.as_deref().unwrap_or("?"),
+                        verdict.first_seq.unwrap_or(0),
+                        verdict.last_seq.unwrap_or(0),
+                        verdict.last_ts.as_deref().unwrap_or("-")
+                    );
+                    Ok(0)
+                }
+                Some((file, line, what)) => {
+                    println!("{}:{line}: {what}", file.display());
+                    Ok(EXIT_VERIFY)
+                }
+            }
+        }
         Command::Snapshot {
             root,
             secret_key,

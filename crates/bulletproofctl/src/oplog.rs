@@ -1,13 +1,14 @@
 //! The operations log of a root: `logs/ops/bulletproofctl.log` for people and
 //! `logs/ops/bulletproofctl.jsonl` for machines, one record per decision (update,
 //! refusal, rollback, recover, key pinning). Best effort: a full disk must not turn a
-//! finished update into a failed one. (The tamper-evident chain of DESIGN §9 is the
-//! guard issue's; it will take over `record`.)
+//! finished update into a failed one. Every record also goes to the tamper-evident
+//! security chain (`seclog`, `logs/security/bulletproofctl.jsonl`).
 
 use crate::layout::Layout;
 use std::io::Write;
 
 pub fn record(layout: &Layout, op: &str, message: &str) {
+    crate::seclog::event(layout, op, message, serde_json::json!({}));
     let dir = layout.ops_log_dir();
     if !dir.is_dir() {
         return;

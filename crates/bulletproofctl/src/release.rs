@@ -549,7 +549,7 @@ pub fn activate(layout: &Layout, version: &str) -> anyhow::Result<()> {
 
 /// Reloads or restarts the configured services: systemd when it runs, the configured
 /// command otherwise.
-fn restart_services(layout: &Layout, config: &Config, version: &str) -> Result<(), String> {
+pub fn restart_services(layout: &Layout, config: &Config, version: &str) -> Result<(), String> {
     let systemd = Path::new("/run/systemd/system").is_dir();
     let mut command = if systemd && !config.services.is_empty() {
         let mut command = std::process::Command::new("systemctl");
@@ -653,8 +653,25 @@ pub fn recover_interrupted(layout: &Layout, config: &Config) -> anyhow::Result<V
     Ok(done)
 }
 
-/// Takes the root's lock: one mutating command at a time.
-pub fn lock(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+/// Takes the root's lock: one mutating command at a time. Waits up to `wait` (a guard
+/// healing the core holds it for a moment), then gives up with a clear message.
+pub fn lock(layout: &Layout, wait: Duration) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match try_lock(layout)? {
+            Some(lock) => return Ok(lock),
+            None if Instant::now() >= deadline => anyhow::bail!(
+                "another bulletproofctl is changing {} (lock {})",
+                layout.root.display(),
+                layout.lock_file().display()
+            ),
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The root's lock if it is free now.
+pub fn try_lock(layout: &Layout) -> anyhow::Result<Option<nix::fcntl::Flock<fs::File>>> {
     let path = layout.lock_file();
     let file = fs::OpenOptions::new()
         .create(true)
@@ -662,13 +679,11 @@ pub fn lock(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {} (is the root installed?)", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
-            "another bulletproofctl is changing {} (lock {})",
-            layout.root.display(),
-            path.display()
-        )
-    })
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(anyhow::anyhow!("cannot lock {}: {errno}", path.display())),
+    }
 }
 
 pub struct Report {
@@ -740,8 +755,8 @@ fn switch_to(
 /// `update BUNDLE_DIR`.
 pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<Report, Failure> {
     let from = ensure_installed(layout)?;
-    let _lock = lock(layout)?;
     let config = Config::load(layout)?;
+    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
         eprintln!("bulletproofctl: {line}");
     }
@@ -894,25 +909,34 @@ fn prune(layout: &Layout, config: &Config, state: &State) -> anyhow::Result<()> 
 /// `rollback`: back to the version active before the current one.
 pub fn rollback(layout: &Layout, key: Option<&Path>) -> Result<Report, Failure> {
     ensure_installed(layout)?;
-    let _lock = lock(layout)?;
     let config = Config::load(layout)?;
+    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
         eprintln!("bulletproofctl: {line}");
     }
+    rollback_held(layout, &config, key)
+}
+
+/// `rollback` for a caller that already holds the root's lock (the guard).
+pub fn rollback_held(
+    layout: &Layout,
+    config: &Config,
+    key: Option<&Path>,
+) -> Result<Report, Failure> {
     let state = State::load(layout)?;
     let target = state
         .previous
         .clone()
         .ok_or_else(|| refused("there is no previous version to roll back to"))?;
     drop(state);
-    switch_kept(layout, &config, "rollback", &target, key)
+    switch_kept(layout, config, "rollback", &target, key)
 }
 
 /// `recover --to VER`: any kept version, or one from `archives/`.
 pub fn recover(layout: &Layout, version: &str, key: Option<&Path>) -> Result<Report, Failure> {
     ensure_installed(layout)?;
-    let _lock = lock(layout)?;
     let config = Config::load(layout)?;
+    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
         eprintln!("bulletproofctl: {line}");
     }

@@ -763,6 +763,7 @@ fn a_second_updater_on_one_root_is_turned_away() {
     f.install();
     ok(f.update(&f.bundle("1.0.0", 0)));
     let b2 = f.bundle("1.1.0", 0);
+    f.set_config("lock_wait_secs", "1");
     // `--close`: the lock stays with flock itself, so killing it releases the lock.
     let mut holder = Command::new("flock")
         .arg("--close")

@@ -1,0 +1,620 @@
+//! Tamper-evident security logs (DESIGN §9).
+//!
+//! Each component (`bulletproofctl`, `guard`) appends to `logs/security/<c>.jsonl`, one
+//! JSON object per line, and a human line to `logs/security/<c>.log`:
+//!
+//! ```text
+//! {"seq":7,"ts":"…","component":"guard","event":"heal","msg":"…","data":{…},"prev":"<mac 6>","mac":"<hex>"}
+//! ```
+//!
+//! * `mac` = HMAC-SHA256 under the record's key over the line's bytes up to (not
+//!   including) `,"mac":`; `prev` is the previous record's `mac` (64 zeros for seq 0), so
+//!   records are chained as well as numbered.
+//! * **Forward security**: record `i` is keyed with `k_i`, and `k_{i+1} =
+//!   SHA-256("bulletproof-log-evolve-v1" ‖ k_i)`; the writer keeps only the current key
+//!   (`install/logkeys/<c>.state`), overwriting the old one. Someone who steals the key
+//!   today holds `k_n` and cannot compute `k_{n-1}`: earlier records cannot be forged.
+//! * The verifier starts from the **initial key** (`k_0` of a component is
+//!   HMAC-SHA256(master, "bulletproof-log-v1:" ‖ component)), made at `install` and meant
+//!   to be kept off the host (`install --log-key-out`).
+//! * **Checkpoints**: after each record the chain head (`seq`, `mac`) is signed with the
+//!   host key into `<c>.jsonl.checkpoint` (+ `.minisig`); a log cut below it shows. The
+//!   guard writes a heartbeat record every cycle, so a tail cut after the last checkpoint
+//!   shows as a stale log (`log verify --max-age`).
+//! * **Rotation**: a file may start at any `seq` (the records before it are in the
+//!   rotated file); `logrotate … copytruncate` keeps the chain verifiable, and
+//!   `log verify OLD NEW` checks continuity across files.
+//!
+//! Limits, stated: a thief of the *current* key can append records that verify (forward
+//! security protects the past), and a root intruder can also use the host key; the
+//! checkpoint is also sent to syslog so a copy of the head leaves the host.
+
+use crate::layout::{write_atomically, Layout};
+use anyhow::{bail, Context};
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+const ZERO_MAC: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const MAC_MARK: &str = ",\"mac\":\"";
+/// A record line longer than this is refused by the verifier (and never written).
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let digest = integrity_common::Sha256Digest::from_hex(text.trim())?;
+    Some(digest.0)
+}
+
+/// `k_{i+1}` from `k_i` (one-way).
+pub fn evolve(key: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"bulletproof-log-evolve-v1");
+    hasher.update(key);
+    hasher.finalize().into()
+}
+
+/// `k_0` of `component` from the master initial key.
+pub fn initial_key(master: &[u8; 32], component: &str) -> [u8; 32] {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(master).expect("any key length");
+    mac.update(b"bulletproof-log-v1:");
+    mac.update(component.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn mac_of(key: &[u8; 32], body: &[u8]) -> String {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("any key length");
+    mac.update(body);
+    hex(&mac.finalize().into_bytes())
+}
+
+pub fn jsonl_path(layout: &Layout, component: &str) -> PathBuf {
+    layout.path(&format!("logs/security/{component}.jsonl"))
+}
+
+fn checkpoint_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".checkpoint");
+    PathBuf::from(name)
+}
+
+fn state_path(layout: &Layout, component: &str) -> PathBuf {
+    layout.path(&format!("install/logkeys/{component}.state"))
+}
+
+pub fn master_key_path(layout: &Layout) -> PathBuf {
+    layout.path("install/logkeys/initial.key")
+}
+
+/// The writer's state: the next sequence number, its key, the previous MAC.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyState {
+    next_seq: u64,
+    key: String,
+    prev: String,
+}
+
+/// Creates the master initial key (once): written to `out` (meant to leave the host)
+/// and, unless `out` is given, to `install/logkeys/initial.key`. Seeds each component's
+/// state from it. Returns the path the master key went to, or `None` when it existed.
+pub fn init_keys(
+    layout: &Layout,
+    out: Option<&Path>,
+    components: &[&str],
+) -> anyhow::Result<Option<PathBuf>> {
+    let dir = layout.path("install/logkeys");
+    fs::create_dir_all(&dir)?;
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    if components.iter().all(|c| state_path(layout, c).exists()) {
+        return Ok(None);
+    }
+    let mut master = [0u8; 32];
+    getrandom(&mut master)?;
+    let target = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| master_key_path(layout));
+    write_atomically(&target, format!("{}\n", hex(&master)).as_bytes(), 0o400)?;
+    for component in components {
+        let state = KeyState {
+            next_seq: 0,
+            key: hex(&initial_key(&master, component)),
+            prev: ZERO_MAC.into(),
+        };
+        write_atomically(
+            &state_path(layout, component),
+            &serde_json::to_vec(&state)?,
+            0o600,
+        )?;
+    }
+    master.fill(0);
+    Ok(Some(target))
+}
+
+fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read;
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("cannot read /dev/urandom")
+}
+
+/// Appends one security record to `component`'s chain (and a human line), signs the
+/// new head as a checkpoint with the host key when there is one. Serialised by a lock
+/// on the key state.
+pub fn append(
+    layout: &Layout,
+    component: &str,
+    event: &str,
+    msg: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<u64> {
+    let state_file = state_path(layout, component);
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&state_file)
+        .with_context(|| {
+            format!(
+                "no log key for {component} at {} (run install)",
+                state_file.display()
+            )
+        })?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", state_file.display()))?;
+    let mut state: KeyState = serde_json::from_slice(&fs::read(&state_file)?)
+        .with_context(|| format!("{} is corrupt", state_file.display()))?;
+    let mut key = unhex(&state.key).context("log key state is corrupt")?;
+    let log = jsonl_path(layout, component);
+
+    // A record written whose state update did not land (a crash in between): the log's
+    // last line carries `next_seq` and verifies with the current key; move past it.
+    if let Some(last) = last_line(&log)? {
+        if let Ok(record) = parse_line(&last) {
+            if record.seq == state.next_seq && mac_of(&key, record.body.as_bytes()) == record.mac {
+                key = evolve(&key);
+                state = KeyState {
+                    next_seq: record.seq + 1,
+                    key: hex(&key),
+                    prev: record.mac,
+                };
+            }
+        }
+    }
+
+    let ts = integrity_common::manifest::now_timestamp();
+    let body = format!(
+        "{{\"seq\":{},\"ts\":{},\"component\":{},\"event\":{},\"msg\":{},\"data\":{},\"prev\":\"{}\"",
+        state.next_seq,
+        serde_json::to_string(&ts)?,
+        serde_json::to_string(component)?,
+        serde_json::to_string(event)?,
+        serde_json::to_string(msg)?,
+        serde_json::to_string(&data)?,
+        state.prev
+    );
+    if body.len() + 80 > MAX_LINE_BYTES {
+        bail!("security record too large");
+    }
+    let mac = mac_of(&key, body.as_bytes());
+    let line = format!("{body}{MAC_MARK}{mac}\"}}\n");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()?;
+    crate::release::crash_point("log-appended");
+    let seq = state.next_seq;
+    let next = KeyState {
+        next_seq: seq + 1,
+        key: hex(&evolve(&key)),
+        prev: mac.clone(),
+    };
+    key.fill(0);
+    write_atomically(&state_file, &serde_json::to_vec(&next)?, 0o600)?;
+
+    let human = layout.path(&format!("logs/security/{component}.log"));
+    if let Ok(mut file) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&human)
+    {
+        let _ = writeln!(file, "[{ts}] {event}: {}", msg.replace('\n', " "));
+    }
+    checkpoint(layout, &log, seq, &mac, &ts);
+    Ok(seq)
+}
+
+/// Signs `seq:N<TAB>mac:HEX<TAB>ts:TS` with the host key (best effort: the chain itself
+/// does not depend on it) and sends the same line to syslog.
+fn checkpoint(layout: &Layout, log: &Path, seq: u64, mac: &str, ts: &str) {
+    let text = format!(
+        "seq:{seq}\tmac:{mac}\tts:{ts}\tfile:{}\n",
+        log.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let Ok(sk) = integrity_trust::load_secret_key(
+        &layout.host_key(),
+        integrity_trust::Password::PromptIfTerminal,
+    ) else {
+        return;
+    };
+    let Ok(signature) = integrity_trust::sign(&sk, text.as_bytes(), &format!("checkpoint:{seq}"))
+    else {
+        return;
+    };
+    let path = checkpoint_path(log);
+    let mut sig_path = path.as_os_str().to_owned();
+    sig_path.push(".minisig");
+    // Signature first: a crash between the two leaves a checkpoint whose signature
+    // does not verify, which the verifier reports, never a forged-looking one.
+    let _ = write_atomically(Path::new(&sig_path), signature.as_bytes(), 0o644);
+    let _ = write_atomically(&path, text.as_bytes(), 0o644);
+    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
+        let message = format!(
+            "<86>1 {ts} - bulletproof - checkpoint - {}",
+            text.trim_end()
+        );
+        let _ = socket.send_to(message.as_bytes(), "/dev/log");
+    }
+}
+
+fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(MAX_LINE_BYTES as u64 + 1);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let text = String::from_utf8_lossy(&tail);
+    Ok(text.lines().rfind(|l| !l.is_empty()).map(str::to_owned))
+}
+
+/// One parsed record line.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: String,
+    pub prev: String,
+    pub mac: String,
+    pub component: String,
+    pub event: String,
+    /// The MACed bytes: the line up to `,"mac":`.
+    body: String,
+}
+
+/// Parses a record line strictly: JSON object, MAC last.
+pub fn parse_line(line: &str) -> Result<Record, String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err("line too long".into());
+    }
+    let at = line.rfind(MAC_MARK).ok_or("no mac")?;
+    let (body, rest) = line.split_at(at);
+    let mac = rest
+        .strip_prefix(MAC_MARK)
+        .and_then(|r| r.strip_suffix("\"}"))
+        .ok_or("malformed mac")?;
+    if unhex(mac).is_none() || mac.len() != 64 {
+        return Err("malformed mac".into());
+    }
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        seq: u64,
+        ts: String,
+        component: String,
+        event: String,
+        prev: String,
+        mac: String,
+    }
+    let fields: Fields = serde_json::from_str(line).map_err(|e| format!("not a record: {e}"))?;
+    if fields.mac != mac {
+        return Err("malformed mac".into());
+    }
+    Ok(Record {
+        seq: fields.seq,
+        ts: fields.ts,
+        prev: fields.prev,
+        mac: mac.to_owned(),
+        component: fields.component,
+        event: fields.event,
+        body: body.to_owned(),
+    })
+}
+
+/// What `log verify` found.
+#[derive(Debug)]
+pub struct Verdict {
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub last_ts: Option<String>,
+    pub component: Option<String>,
+    /// `(file, line number, what is wrong)` of the first problem.
+    pub problem: Option<(PathBuf, usize, String)>,
+    pub notes: Vec<String>,
+}
+
+pub struct VerifyOptions {
+    pub master: [u8; 32],
+    pub host_key: Option<integrity_trust::PublicKey>,
+    pub max_age_secs: Option<u64>,
+    pub require_checkpoint: bool,
+}
+
+/// Verifies one chain spread over `files` (oldest first, e.g. `log.1 log`).
+pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verdict> {
+    let mut verdict = Verdict {
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        last_ts: None,
+        component: None,
+        problem: None,
+        notes: Vec::new(),
+    };
+    // Key for the next expected seq, and that seq.
+    let mut key: Option<([u8; 32], u64)> = None;
+    let mut prev_mac: Option<String> = None;
+    'files: for file in files {
+        let reader = std::io::BufReader::new(
+            fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+        );
+        for (index, line) in reader.split(b'\n').enumerate() {
+            let line_no = index + 1;
+            let line = line?;
+            let fail = |why: String| Some((file.clone(), line_no, why));
+            let Ok(line) = String::from_utf8(line) else {
+                verdict.problem = fail("not UTF-8: edited".into());
+                break 'files;
+            };
+            if line.is_empty() {
+                verdict.problem = fail("empty line: edited".into());
+                break 'files;
+            }
+            let record = match parse_line(&line) {
+                Ok(record) => record,
+                Err(why) => {
+                    verdict.problem =
+                        fail(format!("malformed record ({why}): edited or truncated"));
+                    break 'files;
+                }
+            };
+            let component = verdict
+                .component
+                .get_or_insert_with(|| record.component.clone())
+                .clone();
+            if record.component != component {
+                verdict.problem = fail(format!(
+                    "record of component {} in {component}'s chain: inserted",
+                    record.component
+                ));
+                break 'files;
+            }
+            let (mut k, mut at) = match key {
+                Some(state) => state,
+                None => (initial_key(&options.master, &component), 0),
+            };
+            if let Some(last) = verdict.last_seq {
+                if record.seq <= last {
+                    let why = if record.seq == last && Some(&record.mac) == prev_mac.as_ref() {
+                        format!("seq {} appears twice: duplicated", record.seq)
+                    } else if record.seq == last {
+                        format!("a second record with seq {}: inserted", record.seq)
+                    } else {
+                        format!("seq {} after seq {last}: reordered", record.seq)
+                    };
+                    verdict.problem = fail(why);
+                    break 'files;
+                }
+                if record.seq > last + 1 {
+                    verdict.problem = fail(format!(
+                        "seq {} follows seq {last}: records {}..{} are missing (deleted)",
+                        record.seq,
+                        last + 1,
+                        record.seq - 1
+                    ));
+                    break 'files;
+                }
+            }
+            if record.seq < at {
+                verdict.problem =
+                    fail(format!("seq {} is behind the chain: reordered", record.seq));
+                break 'files;
+            }
+            if record.seq - at > 100_000_000 {
+                verdict.problem = fail("implausible sequence number: edited".into());
+                break 'files;
+            }
+            while at < record.seq {
+                k = evolve(&k);
+                at += 1;
+            }
+            if mac_of(&k, record.body.as_bytes()) != record.mac {
+                verdict.problem = fail(format!(
+                    "seq {}: the MAC does not verify under its key (edited, or forged without the key of that time)",
+                    record.seq
+                ));
+                break 'files;
+            }
+            match &prev_mac {
+                Some(prev) if *prev != record.prev => {
+                    verdict.problem = fail(format!(
+                        "seq {}: does not chain to the record before it (inserted or reordered)",
+                        record.seq
+                    ));
+                    break 'files;
+                }
+                None if record.seq == 0 && record.prev != ZERO_MAC => {
+                    verdict.problem = fail("seq 0 does not start a chain: edited".into());
+                    break 'files;
+                }
+                _ => {}
+            }
+            if verdict.first_seq.is_none() {
+                verdict.first_seq = Some(record.seq);
+                if record.seq > 0 {
+                    verdict.notes.push(format!(
+                        "starts at seq {} (the records before it are in a rotated file; give it first to check continuity)",
+                        record.seq
+                    ));
+                }
+            }
+            verdict.records += 1;
+            verdict.last_seq = Some(record.seq);
+            verdict.last_ts = Some(record.ts.clone());
+            prev_mac = Some(record.mac.clone());
+            key = Some((evolve(&k), record.seq + 1));
+        }
+    }
+    if verdict.problem.is_some() {
+        return Ok(verdict);
+    }
+    let last_file = files.last().cloned().unwrap_or_default();
+    let lines_in_last = count_lines(&last_file);
+    // The checkpoint: the signed head must be in the chain.
+    let checkpoint = checkpoint_path(&last_file);
+    match read_checkpoint(&checkpoint, options.host_key.as_ref()) {
+        Ok(Some((seq, mac))) => match verdict.last_seq {
+            None => {
+                verdict.problem = Some((last_file.clone(), 0, format!(
+                        "no records, but the signed checkpoint names seq {seq}: emptied (or rotated with nothing written since)"
+                    )));
+            }
+            Some(last) if last < seq => {
+                verdict.problem = Some((last_file.clone(), lines_in_last + 1, format!(
+                        "the log ends at seq {last} but the signed checkpoint names seq {seq}: truncated tail"
+                    )));
+            }
+            Some(last) if last == seq && prev_mac.as_deref() != Some(mac.as_str()) => {
+                verdict.problem = Some((
+                    last_file.clone(),
+                    lines_in_last,
+                    format!("seq {seq} differs from the signed checkpoint: edited"),
+                ));
+            }
+            Some(_) => {}
+        },
+        Ok(None) if options.require_checkpoint && verdict.records > 0 => {
+            verdict.problem = Some((
+                last_file.clone(),
+                0,
+                "the signed checkpoint is missing (deleted?); the tail cannot be vouched for"
+                    .into(),
+            ));
+        }
+        Ok(None) => {}
+        Err(why) => {
+            verdict.problem = Some((last_file.clone(), 0, format!("checkpoint: {why}")));
+        }
+    }
+    if verdict.records == 0 && verdict.problem.is_none() {
+        verdict.problem = Some((last_file.clone(), 0, "no records: emptied".into()));
+    }
+    if let (None, Some(max_age), Some(ts)) =
+        (&verdict.problem, options.max_age_secs, &verdict.last_ts)
+    {
+        let age = humantime::parse_rfc3339(ts)
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX);
+        if age > max_age {
+            verdict.problem = Some((last_file, lines_in_last + 1, format!(
+                "the last record is {age} s old (more than {max_age} s): the tail was cut off or its writer stopped"
+            )));
+        }
+    }
+    Ok(verdict)
+}
+
+fn count_lines(path: &Path) -> usize {
+    fs::File::open(path)
+        .map(|f| std::io::BufReader::new(f).split(b'\n').count())
+        .unwrap_or(0)
+}
+
+/// `Ok(None)`: no checkpoint file. The signature is checked when a host key is known.
+fn read_checkpoint(
+    path: &Path,
+    host_key: Option<&integrity_trust::PublicKey>,
+) -> Result<Option<(u64, String)>, String> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(key) = host_key {
+        let mut sig_path = path.as_os_str().to_owned();
+        sig_path.push(".minisig");
+        let signature =
+            fs::read_to_string(&sig_path).map_err(|e| format!("signature missing: {e}"))?;
+        integrity_trust::verify(key, &text, &signature, false)
+            .map_err(|e| format!("signature: {e}"))?;
+    }
+    let text = String::from_utf8(text).map_err(|_| "not text".to_string())?;
+    let mut seq = None;
+    let mut mac = None;
+    for token in text.trim_end().split('\t') {
+        if let Some(value) = token.strip_prefix("seq:") {
+            seq = value.parse().ok();
+        } else if let Some(value) = token.strip_prefix("mac:") {
+            mac = Some(value.to_owned());
+        }
+    }
+    match (seq, mac) {
+        (Some(seq), Some(mac)) => Ok(Some((seq, mac))),
+        _ => Err("malformed".into()),
+    }
+}
+
+/// Reads a master key file (64 hex digits).
+pub fn read_master(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the initial log key {}", path.display()))?;
+    unhex(&text).with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))
+}
+
+/// Logs a security event of `component` (best effort: a root installed before logs
+/// existed, or a full disk, must not turn a finished operation into a failure).
+pub fn event_as(layout: &Layout, component: &str, event: &str, msg: &str, data: serde_json::Value) {
+    if state_path(layout, component).exists() {
+        if let Err(error) = append(layout, component, event, msg, data) {
+            eprintln!("bulletproofctl: warning: security log: {error:#}");
+        }
+    }
+}
+
+/// A security event of `bulletproofctl` itself (install, update, rollback, …).
+pub fn event(layout: &Layout, event: &str, msg: &str, data: serde_json::Value) {
+    event_as(layout, "bulletproofctl", event, msg, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evolution_is_one_way_and_deterministic() {
+        let k0 = initial_key(&[7; 32], "guard");
+        assert_ne!(k0, initial_key(&[7; 32], "bulletproofctl"));
+        assert_eq!(evolve(&k0), evolve(&k0));
+        assert_ne!(evolve(&k0), k0);
+    }
+
+    #[test]
+    fn parse_refuses_garbage() {
+        assert!(parse_line("{}").is_err());
+        assert!(parse_line("x,\"mac\":\"zz\"}").is_err());
+    }
+}
