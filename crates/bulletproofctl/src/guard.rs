@@ -222,16 +222,46 @@ impl Guard {
         }
         let key = release::release_key(layout, self.key.as_deref())?;
         let release_dir = layout.release(&active);
+        let mut metadata_healed = false;
         let manifest = match release::load_release_manifest(&release_dir, &key) {
             Ok((manifest, _)) => manifest,
             Err(error) => {
+                // The release's own manifest, checksums or signature were touched: put
+                // them back from the archived bundle (verified), else roll back.
                 let why = format!("the release's signed manifest does not verify: {error:#}");
-                return self.roll_back(&config, &active, &why);
+                let Some(_lock) = release::try_lock(layout)? else {
+                    return Ok(Outcome::Busy);
+                };
+                match restore_release_metadata(layout, &active, &key)
+                    .and_then(|()| release::load_release_manifest(&release_dir, &key))
+                {
+                    Ok((manifest, _)) => {
+                        seclog::event_as(
+                            layout,
+                            "guard",
+                            "healed",
+                            &format!("release {active}: {why}; restored from archives/{active}"),
+                            serde_json::json!({ "version": active, "metadata": true }),
+                        );
+                        drop(_lock);
+                        metadata_healed = true;
+                        manifest
+                    }
+                    Err(restore) => {
+                        drop(_lock);
+                        let why = format!("{why}; cannot restore it: {restore:#}");
+                        return self.roll_back(&config, &active, &why);
+                    }
+                }
             }
         };
         let drift = find_drift(&release_dir, &manifest, scope);
         if drift.is_empty() {
-            return Ok(Outcome::Intact);
+            return Ok(if metadata_healed {
+                Outcome::Healed(1)
+            } else {
+                Outcome::Intact
+            });
         }
         let Some(_lock) = release::try_lock(layout)? else {
             return Ok(Outcome::Busy);
@@ -258,37 +288,62 @@ impl Guard {
             "bulletproofctl guard: drift in {active}: {}",
             list.join(", ")
         );
-        match self.heal(&config, &active, &release_dir, &manifest, &drift) {
-            Ok(quarantine) => {
-                let left = find_drift(&release_dir, &manifest, None);
-                if left.is_empty() {
-                    let _ = release::restart_services(layout, &config, &active);
-                    seclog::event_as(
-                        layout,
-                        "guard",
-                        "healed",
-                        &format!(
-                            "release {active} restored ({} entries); evidence in {}",
-                            drift.len(),
-                            quarantine.display()
-                        ),
-                        serde_json::json!({ "version": active, "entries": drift.len(), "quarantine": quarantine }),
-                    );
-                    Ok(Outcome::Healed(drift.len()))
-                } else {
+        // Heal; what still differs afterwards (tampering that goes on while we heal) is
+        // healed again, a few times. Only a failed restore (archive missing, damaged,
+        // not matching the manifest) is a reason to roll back.
+        let mut pending = drift.clone();
+        let mut healed = 0usize;
+        let mut quarantines = Vec::new();
+        for _attempt in 0..3 {
+            match self.heal(&config, &active, &release_dir, &manifest, &pending) {
+                Ok(quarantine) => {
+                    healed += pending.len();
+                    quarantines.push(quarantine);
+                }
+                Err(error) => {
                     drop(_lock);
-                    self.roll_back_locked(
+                    return self.roll_back_locked(
                         &config,
                         &active,
-                        &format!("{} entries still differ after the heal", left.len()),
-                    )
+                        &format!("cannot restore: {error:#}"),
+                    );
                 }
             }
-            Err(error) => {
-                drop(_lock);
-                self.roll_back_locked(&config, &active, &format!("cannot restore: {error:#}"))
+            pending = find_drift(&release_dir, &manifest, None);
+            if pending.is_empty() {
+                break;
             }
         }
+        let _ = release::restart_services(layout, &config, &active);
+        if !pending.is_empty() {
+            let message = format!(
+                "release {active}: {} entries keep changing while being healed; healing again on the next event",
+                pending.len()
+            );
+            seclog::event_as(
+                layout,
+                "guard",
+                "heal-incomplete",
+                &message,
+                serde_json::json!({ "version": active }),
+            );
+            return Ok(Outcome::Healed(healed));
+        }
+        seclog::event_as(
+            layout,
+            "guard",
+            "healed",
+            &format!(
+                "release {active} restored ({healed} entries); evidence in {}",
+                quarantines
+                    .iter()
+                    .map(|q| q.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            serde_json::json!({ "version": active, "entries": healed, "quarantine": quarantines }),
+        );
+        Ok(Outcome::Healed(healed))
     }
 
     fn roll_back(&self, config: &Config, active: &str, why: &str) -> anyhow::Result<Outcome> {
@@ -447,6 +502,44 @@ impl Guard {
         }
         Ok(quarantine)
     }
+}
+
+/// Copies the release's `manifest.json`, `checksums.txt` and `sig.minisig` back from
+/// its archived bundle, after checking the bundle's signature and the manifest's hash.
+fn restore_release_metadata(
+    layout: &Layout,
+    version: &str,
+    key: &integrity_trust::PublicKey,
+) -> anyhow::Result<()> {
+    let archive = layout.archive(version);
+    let checksums = fs::read(archive.join("checksums.txt"))
+        .with_context(|| format!("{} has no checksums.txt", archive.display()))?;
+    let signature = fs::read_to_string(archive.join("sig.minisig"))?;
+    let trusted = integrity_trust::verify(key, &checksums, &signature, false)?;
+    let claim = crate::checksums::parse_release_comment(&trusted).map_err(anyhow::Error::msg)?;
+    if claim.version.to_string() != version {
+        anyhow::bail!("archives/{version} is signed as {}", claim.version);
+    }
+    let name = format!("manifest-{version}.json");
+    let listed = crate::checksums::parse(&checksums).map_err(anyhow::Error::msg)?;
+    let digest = listed
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| *d)
+        .context("checksums.txt does not list the manifest")?;
+    let manifest = fs::read(archive.join(&name))?;
+    if integrity_common::Sha256Digest::of(&manifest) != digest {
+        anyhow::bail!("archives/{version}/{name} does not match its signed checksum");
+    }
+    let release_dir = layout.release(version);
+    for (file, bytes) in [
+        (release::RELEASE_MANIFEST, manifest.as_slice()),
+        (release::RELEASE_CHECKSUMS, checksums.as_slice()),
+        (release::RELEASE_SIGNATURE, signature.as_bytes()),
+    ] {
+        crate::layout::write_atomically(&release_dir.join(file), bytes, 0o644)?;
+    }
+    Ok(())
 }
 
 /// Moves `disk` (file, symlink or whole directory) out of the release into the
@@ -855,8 +948,11 @@ pub fn run(layout: &Layout, key: Option<PathBuf>, interval: Option<u64>) -> anyh
         if now_active != active
             || !matches!(outcome, Outcome::Intact | Outcome::Idle | Outcome::Busy)
         {
+            // New watches first, then a full check: whatever changed while the old
+            // watches were being replaced is not lost.
             active = now_active;
             watcher = Watcher::new(layout, &active)?;
+            next_full = Instant::now();
         }
     }
     seclog::event_as(

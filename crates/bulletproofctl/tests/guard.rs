@@ -332,7 +332,7 @@ fn the_daemon_heals_on_filesystem_events() {
         .args(["guard", "--root", &root.r(), "--interval", "3600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create("/tmp/guard-daemon.log").unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -413,5 +413,31 @@ exit 0
         "step {:?}: {}",
         output.status.code(),
         text(&output)
+    );
+}
+
+/// The release's own signed files (manifest, checksums, signature) are put back from
+/// the archived bundle; without a usable archive the guard rolls back.
+#[test]
+fn a_tampered_release_manifest_is_restored_from_the_archive() {
+    let root = Root::new();
+    let manifest = root.root().join("install/releases/1.1.0/manifest.json");
+    let original = fs::read(&manifest).unwrap();
+    let mut forged = original.clone();
+    let at = forged.len() / 2;
+    forged[at] ^= 0x20;
+    fs::write(&manifest, &forged).unwrap();
+    let healed = root.guard_once();
+    assert_eq!(healed.status.code(), Some(1), "{}", text(&healed));
+    assert_eq!(fs::read(&manifest).unwrap(), original);
+    assert_eq!(root.guard_once().status.code(), Some(0));
+
+    fs::write(&manifest, &forged).unwrap();
+    fs::remove_dir_all(root.root().join("archives/1.1.0")).unwrap();
+    let rolled = root.guard_once();
+    assert_eq!(rolled.status.code(), Some(3), "{}", text(&rolled));
+    assert_eq!(
+        fs::read_to_string(root.core("bin/app")).unwrap(),
+        "#!/bin/sh\necho 1.0.0\n"
     );
 }
