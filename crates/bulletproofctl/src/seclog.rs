@@ -363,10 +363,35 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
         problem: None,
         notes: Vec::new(),
     };
+    let last_file = files.last().cloned().unwrap_or_default();
+    // The signed checkpoint (chain head) beside the newest file; it also names the
+    // component whose chain this is.
+    let checkpoint = read_checkpoint(&checkpoint_path(&last_file), options.host_key.as_ref());
+    if let Ok(Some(point)) = &checkpoint {
+        verdict.component = point.component.clone();
+    }
+    // Every record's position and seq, read loosely first: a gap whose records appear
+    // further on is a reordering, not a deletion.
+    let mut positions: Vec<(usize, usize, u64)> = Vec::new();
+    for (file_index, file) in files.iter().enumerate() {
+        let reader = std::io::BufReader::new(
+            fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+        );
+        for (index, line) in reader.split(b'\n').enumerate() {
+            if let Some(record) = line
+                .ok()
+                .and_then(|l| String::from_utf8(l).ok())
+                .and_then(|l| parse_line(&l).ok())
+            {
+                positions.push((file_index, index + 1, record.seq));
+            }
+        }
+    }
     // Key for the next expected seq, and that seq.
     let mut key: Option<([u8; 32], u64)> = None;
     let mut prev_mac: Option<String> = None;
-    'files: for file in files {
+    let mut prev_line = String::new();
+    'files: for (file_index, file) in files.iter().enumerate() {
         let reader = std::io::BufReader::new(
             fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         );
@@ -407,7 +432,7 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
             };
             if let Some(last) = verdict.last_seq {
                 if record.seq <= last {
-                    let why = if record.seq == last && Some(&record.mac) == prev_mac.as_ref() {
+                    let why = if record.seq == last && line == prev_line {
                         format!("seq {} appears twice: duplicated", record.seq)
                     } else if record.seq == last {
                         format!("a second record with seq {}: inserted", record.seq)
@@ -418,6 +443,20 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
                     break 'files;
                 }
                 if record.seq > last + 1 {
+                    let gap = (last + 1)..record.seq;
+                    let reordered = positions
+                        .iter()
+                        .filter(|(f, l, _)| (*f, *l) > (file_index, line_no))
+                        .any(|(_, _, seq)| gap.contains(seq));
+                    if reordered {
+                        verdict.problem = fail(format!(
+                            "seq {} comes before seq {}..{}: reordered",
+                            record.seq,
+                            last + 1,
+                            record.seq - 1
+                        ));
+                        break 'files;
+                    }
                     verdict.problem = fail(format!(
                         "seq {} follows seq {last}: records {}..{} are missing (deleted)",
                         record.seq,
@@ -470,8 +509,18 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
                     ));
                 }
             }
+            if let Ok(Some(point)) = &checkpoint {
+                if point.seq == record.seq && point.mac != record.mac {
+                    verdict.problem = fail(format!(
+                        "seq {} differs from the signed checkpoint: edited (rewritten after the checkpoint was signed)",
+                        record.seq
+                    ));
+                    break 'files;
+                }
+            }
             verdict.records += 1;
             verdict.last_seq = Some(record.seq);
+            prev_line = line.clone();
             verdict.last_ts = Some(record.ts.clone());
             prev_mac = Some(record.mac.clone());
             key = Some((evolve(&k), record.seq + 1));
@@ -480,31 +529,25 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
     if verdict.problem.is_some() {
         return Ok(verdict);
     }
-    let last_file = files.last().cloned().unwrap_or_default();
     let lines_in_last = count_lines(&last_file);
     // The checkpoint: the signed head must be in the chain.
-    let checkpoint = checkpoint_path(&last_file);
-    match read_checkpoint(&checkpoint, options.host_key.as_ref()) {
-        Ok(Some((seq, mac))) => match verdict.last_seq {
-            None => {
-                verdict.problem = Some((last_file.clone(), 0, format!(
+    match checkpoint {
+        Ok(Some(point)) => {
+            let seq = point.seq;
+            match verdict.last_seq {
+                None => {
+                    verdict.problem = Some((last_file.clone(), 0, format!(
                         "no records, but the signed checkpoint names seq {seq}: emptied (or rotated with nothing written since)"
                     )));
-            }
-            Some(last) if last < seq => {
-                verdict.problem = Some((last_file.clone(), lines_in_last + 1, format!(
+                }
+                Some(last) if last < seq => {
+                    verdict.problem = Some((last_file.clone(), lines_in_last + 1, format!(
                         "the log ends at seq {last} but the signed checkpoint names seq {seq}: truncated tail"
                     )));
+                }
+                Some(_) => {}
             }
-            Some(last) if last == seq && prev_mac.as_deref() != Some(mac.as_str()) => {
-                verdict.problem = Some((
-                    last_file.clone(),
-                    lines_in_last,
-                    format!("seq {seq} differs from the signed checkpoint: edited"),
-                ));
-            }
-            Some(_) => {}
-        },
+        }
         Ok(None) if options.require_checkpoint && verdict.records > 0 => {
             verdict.problem = Some((
                 last_file.clone(),
@@ -544,11 +587,19 @@ fn count_lines(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A signed chain head.
+struct Checkpoint {
+    seq: u64,
+    mac: String,
+    /// The chain's component, from the checkpoint's `file:<component>.jsonl`.
+    component: Option<String>,
+}
+
 /// `Ok(None)`: no checkpoint file. The signature is checked when a host key is known.
 fn read_checkpoint(
     path: &Path,
     host_key: Option<&integrity_trust::PublicKey>,
-) -> Result<Option<(u64, String)>, String> {
+) -> Result<Option<Checkpoint>, String> {
     let text = match fs::read(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -565,15 +616,22 @@ fn read_checkpoint(
     let text = String::from_utf8(text).map_err(|_| "not text".to_string())?;
     let mut seq = None;
     let mut mac = None;
+    let mut component = None;
     for token in text.trim_end().split('\t') {
         if let Some(value) = token.strip_prefix("seq:") {
             seq = value.parse().ok();
         } else if let Some(value) = token.strip_prefix("mac:") {
             mac = Some(value.to_owned());
+        } else if let Some(value) = token.strip_prefix("file:") {
+            component = value.strip_suffix(".jsonl").map(str::to_owned);
         }
     }
     match (seq, mac) {
-        (Some(seq), Some(mac)) => Ok(Some((seq, mac))),
+        (Some(seq), Some(mac)) => Ok(Some(Checkpoint {
+            seq,
+            mac,
+            component,
+        })),
         _ => Err("malformed".into()),
     }
 }

@@ -332,7 +332,7 @@ fn the_daemon_heals_on_filesystem_events() {
         .args(["guard", "--root", &root.r(), "--interval", "3600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create("/tmp/guard-daemon.log").unwrap())
+        .stderr(fs::File::create(root.dir.path().join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -356,7 +356,8 @@ fn the_daemon_heals_on_filesystem_events() {
             }
             assert!(
                 Instant::now() < deadline,
-                "round {round}: not healed within 10 s"
+                "round {round}: not healed within 10 s; the guard said:\n{}",
+                fs::read_to_string(root.dir.path().join("daemon.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
