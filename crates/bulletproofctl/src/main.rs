@@ -261,6 +261,7 @@ enum BundleCommand {
 }
 
 fn main() -> ExitCode {
+    cli_dist::maybe_generate(<Cli as clap::CommandFactory>::command);
     let cli = Cli::parse();
     // Commands that write releases enter a private mount namespace first, when the
     // releases are mounted read-only; this must happen before any thread starts.

@@ -182,6 +182,7 @@ struct Agent {
 }
 
 fn main() -> ExitCode {
+    cli_dist::maybe_generate(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(error) => {

@@ -120,6 +120,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    cli_dist::maybe_generate(<Args as clap::CommandFactory>::command);
     let args = Args::parse();
     match run(&args) {
         Ok(code) => ExitCode::from(code),

@@ -19,6 +19,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    cli_dist::maybe_generate(<Cli as clap::CommandFactory>::command);
     let cli = Cli::parse();
     let config = match Config::resolve(cli) {
         Ok(config) => config,
