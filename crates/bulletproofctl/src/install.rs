@@ -31,6 +31,7 @@ pub struct InstallOptions {
     pub unit_dir: PathBuf,
     pub dry_run: bool,
     pub log_key_out: Option<PathBuf>,
+    pub no_venv: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -297,6 +298,38 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
         }
     }
 
+    // The seed's venv (setup_bulletproof.sh). Without pip: the application's packages
+    // arrive with its release (modules), not from the network at install time.
+    let venv_python = layout.path("venv/bin/python");
+    if !options.no_venv && fs::symlink_metadata(&venv_python).is_err() {
+        let python = std::process::Command::new("python3")
+            .args(["-c", "import venv"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if python {
+            installer.change(format!(
+                "create the Python venv {}",
+                layout.path("venv").display()
+            ));
+            if !options.dry_run {
+                let status = std::process::Command::new("python3")
+                    .args(["-m", "venv", "--without-pip"])
+                    .arg(layout.path("venv"))
+                    .status()
+                    .context("cannot run python3 -m venv")?;
+                if !status.success() {
+                    bail!(
+                        "python3 -m venv {} failed ({status})",
+                        layout.path("venv").display()
+                    );
+                }
+            }
+        }
+    }
+
     let mounts_wanted = match options.mounts {
         MountMode::Yes => true,
         MountMode::No => false,
@@ -338,6 +371,42 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
                     mounts::apply(&spec)?;
                 }
             }
+        }
+    }
+    // The seed's "install service files": units shipped in the active core's
+    // `services/` go to the unit directory, enabled when systemd runs.
+    if mounts_wanted {
+        let services = layout.path("core/services");
+        let mut names = Vec::new();
+        if let Ok(entries) = fs::read_dir(&services) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !(name.ends_with(".service") || name.ends_with(".timer"))
+                    || !entry.path().is_file()
+                {
+                    continue;
+                }
+                let text = fs::read(entry.path())?;
+                let target = options.unit_dir.join(&name);
+                if fs::read(&target).ok().as_deref() != Some(text.as_slice()) {
+                    installer.change(format!("install unit {} from the core", target.display()));
+                    if !options.dry_run {
+                        crate::layout::write_atomically(&target, &text, 0o644)?;
+                    }
+                }
+                if !name.contains("@.") {
+                    names.push(name);
+                }
+            }
+        }
+        if !names.is_empty() && Path::new("/run/systemd/system").is_dir() && !options.dry_run {
+            let _ = std::process::Command::new("systemctl")
+                .arg("daemon-reload")
+                .status();
+            let _ = std::process::Command::new("systemctl")
+                .arg("enable")
+                .args(&names)
+                .status();
         }
     }
     if !options.dry_run && !installer.changes.is_empty() {

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod checksums;
+pub mod conf;
 pub mod extract;
 pub mod fuzzing;
 pub mod guard;

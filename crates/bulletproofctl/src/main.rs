@@ -5,7 +5,7 @@
 //! issue.
 
 use bulletproofctl::{
-    bundle, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
+    bundle, conf, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
 };
 
 use anyhow::Context;
@@ -117,6 +117,9 @@ enum Command {
         /// [default: ROOT/install/logkeys/initial.key]
         #[arg(long, value_name = "FILE")]
         log_key_out: Option<PathBuf>,
+        /// Do not create the Python venv under ROOT/venv
+        #[arg(long)]
+        no_venv: bool,
     },
     /// Verify, stage and activate a signed bundle; on any failure the previous version stays active
     Update {
@@ -172,6 +175,22 @@ the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
+    /// Render the active core's templates (core/conf/**/*.j2) into state/conf.d/
+    Render {
+        #[command(flatten)]
+        root: RootArg,
+        /// A template variable (VALUE is JSON when it parses, else a string); `version`,
+        /// `root` and `flags` are always there
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Feature flags in state/conf.d/flags.json (every change is a security-log record)
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// Tamper-evident security logs
     Log {
         #[command(subcommand)]
@@ -192,8 +211,26 @@ the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
 #[derive(clap::Args, Debug)]
 struct RootArg {
     /// The bulletproof root
-    #[arg(long, value_name = "ROOT", env = "BULLETPROOF_ROOT", default_value = DEFAULT_ROOT)]
+    #[arg(
+        long,
+        value_name = "ROOT",
+        env = "BULLETPROOF_ROOT",
+        default_value = DEFAULT_ROOT,
+        global = true
+    )]
     root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum FlagsCommand {
+    /// Print every flag as JSON
+    List,
+    /// Print one flag's value (exit 1 when it is not set)
+    Get { name: String },
+    /// Set a flag (VALUE is JSON when it parses: true, 3, "x"; else a string)
+    Set { name: String, value: String },
+    /// Remove a flag
+    Unset { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -423,6 +460,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             unit_dir,
             dry_run,
             log_key_out,
+            no_venv,
         } => {
             let layout = layout::Layout::new(&root.root);
             let changes = install::install(
@@ -435,6 +473,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     unit_dir,
                     dry_run,
                     log_key_out,
+                    no_venv,
                 },
             )?;
             if changes.is_empty() {
@@ -500,6 +539,60 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     EXIT_ERROR
                 }
             })
+        }
+        Command::Render { root, vars } => {
+            let layout = layout::Layout::new(&root.root);
+            let mut pairs = Vec::new();
+            for var in vars {
+                let (key, value) = var
+                    .split_once('=')
+                    .with_context(|| format!("--var {var}: expected KEY=VALUE"))?;
+                pairs.push((key.to_owned(), value.to_owned()));
+            }
+            let results = conf::render(&layout, &pairs)?;
+            for (path, changed) in &results {
+                println!(
+                    "{} {}",
+                    if *changed { "rendered" } else { "unchanged" },
+                    path.display()
+                );
+            }
+            if results.is_empty() {
+                println!("no templates (core/conf/**/*.j2) in the active release");
+            }
+            Ok(0)
+        }
+        Command::Flags { command, root } => {
+            let layout = layout::Layout::new(&root.root);
+            match command {
+                FlagsCommand::List => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&conf::load_flags(&layout)?)?
+                    );
+                    Ok(0)
+                }
+                FlagsCommand::Get { name } => match conf::load_flags(&layout)?.get(&name) {
+                    Some(value) => {
+                        println!("{value}");
+                        Ok(0)
+                    }
+                    None => {
+                        eprintln!("bulletproofctl: flag {name} is not set");
+                        Ok(EXIT_VERIFY)
+                    }
+                },
+                FlagsCommand::Set { name, value } => {
+                    let changed = conf::set_flag(&layout, &name, Some(conf::parse_value(&value)))?;
+                    println!("{name} {}", if changed { "set" } else { "unchanged" });
+                    Ok(0)
+                }
+                FlagsCommand::Unset { name } => {
+                    let changed = conf::set_flag(&layout, &name, None)?;
+                    println!("{name} {}", if changed { "unset" } else { "was not set" });
+                    Ok(0)
+                }
+            }
         }
         Command::Log {
             command:
