@@ -21,6 +21,8 @@ pub enum MountMode {
     Auto,
     Yes,
     No,
+    /// Write the mount units only (systemd mounts them; what the .deb's postinst uses)
+    Units,
 }
 
 pub struct InstallOptions {
@@ -331,7 +333,7 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
     }
 
     let mounts_wanted = match options.mounts {
-        MountMode::Yes => true,
+        MountMode::Yes | MountMode::Units => true,
         MountMode::No => false,
         MountMode::Auto => root_user && layout.root == Path::new(crate::DEFAULT_ROOT),
     };
@@ -357,7 +359,7 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
                     std::os::unix::fs::symlink(&unit_path, &wants)?;
                 }
             }
-            if !mounts::is_applied(&spec) {
+            if options.mounts != MountMode::Units && !mounts::is_applied(&spec) {
                 installer.change(format!(
                     "mount {} {}",
                     spec.path.display(),

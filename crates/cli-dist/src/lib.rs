@@ -1,7 +1,7 @@
 //! Man pages and shell completions generated from a binary's own clap definition, so
 //! the packaged documentation cannot drift from the flags. Each binary calls
 //! [`maybe_generate`] first thing in `main`: `BINARY --generate-dist DIR` (not shown in
-//! `--help`) writes `DIR/man/BINARY.1` and `DIR/completions/{BINARY.bash,_BINARY,BINARY.fish}`
+//! `--help`) writes `DIR/man/BINARY.1` and `DIR/completions/{bash/BINARY,zsh/_BINARY,fish/BINARY.fish}`
 //! and exits. The .deb build (`scripts/deb`) runs it for the four binaries.
 
 use std::path::Path;
@@ -34,19 +34,20 @@ pub fn generate(mut command: clap::Command, dir: &Path) -> std::io::Result<()> {
     let man_dir = dir.join("man");
     let completion_dir = dir.join("completions");
     std::fs::create_dir_all(&man_dir)?;
-    std::fs::create_dir_all(&completion_dir)?;
     command.build();
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     std::fs::write(man_dir.join(format!("{name}.1")), page)?;
-    for (shell, file) in [
-        (clap_complete::Shell::Bash, format!("{name}.bash")),
-        (clap_complete::Shell::Zsh, format!("_{name}")),
-        (clap_complete::Shell::Fish, format!("{name}.fish")),
+    // Debian's names: bash-completion/completions/NAME, zsh _NAME, fish NAME.fish.
+    for (shell, sub, file) in [
+        (clap_complete::Shell::Bash, "bash", name.clone()),
+        (clap_complete::Shell::Zsh, "zsh", format!("_{name}")),
+        (clap_complete::Shell::Fish, "fish", format!("{name}.fish")),
     ] {
         let mut out = Vec::new();
         clap_complete::generate(shell, &mut command, &name, &mut out);
-        std::fs::write(completion_dir.join(file), out)?;
+        std::fs::create_dir_all(completion_dir.join(sub))?;
+        std::fs::write(completion_dir.join(sub).join(file), out)?;
     }
     // Subcommands get their own pages (bulletproofctl-update.1, …), as git does.
     for sub in command.get_subcommands() {
