@@ -407,11 +407,23 @@ impl Guard {
     ) -> anyhow::Result<PathBuf> {
         let layout = &self.layout;
         let stamp = integrity_common::manifest::now_timestamp().replace(':', "");
-        let quarantine = layout
-            .path("state/quarantine")
-            .join(format!("{stamp}-{}", std::process::id()));
-        fs::create_dir_all(&quarantine)
-            .with_context(|| format!("cannot create {}", quarantine.display()))?;
+        // A directory of its own per heal (several heals can share a second): evidence
+        // is never overwritten.
+        let base = layout.path("state/quarantine");
+        fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+        let mut attempt = 0u32;
+        let quarantine = loop {
+            let candidate = base.join(format!("{stamp}-{}-{attempt}", std::process::id()));
+            match fs::create_dir(&candidate) {
+                Ok(()) => break candidate,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10_000 => {
+                    attempt += 1
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", candidate.display()))
+                }
+            }
+        };
         fs::set_permissions(&quarantine, fs::Permissions::from_mode(0o700))?;
         let mut evidence = fs::OpenOptions::new()
             .create(true)
@@ -918,11 +930,14 @@ pub fn run(layout: &Layout, key: Option<PathBuf>, interval: Option<u64>) -> anyh
         .unwrap_or_else(|| EMPTY_RELEASE.into());
     let mut watcher = Watcher::new(layout, &active)?;
     let mut next_full = Instant::now();
+    let mut pending: Option<BTreeSet<Vec<u8>>> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let scope = if now >= next_full {
             next_full = now + interval;
             Some(None)
+        } else if let Some(paths) = pending.take() {
+            Some(Some(paths))
         } else {
             let wait = (next_full - now).min(Duration::from_millis(500));
             watcher.wait(wait)?
@@ -945,14 +960,21 @@ pub fn run(layout: &Layout, key: Option<PathBuf>, interval: Option<u64>) -> anyh
         let now_active = layout
             .active_version()?
             .unwrap_or_else(|| EMPTY_RELEASE.into());
-        if now_active != active
-            || !matches!(outcome, Outcome::Intact | Outcome::Idle | Outcome::Busy)
-        {
-            // New watches first, then a full check: whatever changed while the old
-            // watches were being replaced is not lost.
+        if now_active != active {
+            // Another release: new watches, then a full check of it.
             active = now_active;
             watcher = Watcher::new(layout, &active)?;
             next_full = Instant::now();
+        } else if !matches!(outcome, Outcome::Intact | Outcome::Idle | Outcome::Busy) {
+            // A heal replaced files and directories: new watches first, then whatever
+            // the old ones caught meanwhile is checked next, so nothing falls between.
+            let fresh = Watcher::new(layout, &active)?;
+            let mut old = std::mem::replace(&mut watcher, fresh);
+            match old.wait(Duration::ZERO)? {
+                Some(None) => next_full = Instant::now(),
+                Some(Some(paths)) if !paths.is_empty() => pending = Some(paths),
+                _ => {}
+            }
         }
     }
     seclog::event_as(
