@@ -348,38 +348,43 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
 /// exists with its kind, mode, owner, size and target, and nothing was added; content is
 /// not re-hashed (the guard does that), so this costs stat calls, not bytes.
 pub fn quick_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
+    use rayon::prelude::*;
     let root = is_root();
-    let mut dirs = 0usize;
-    let mut children = 0usize;
-    for entry in &manifest.entries {
-        let path = release.join(std::ffi::OsStr::from_bytes(&entry.path[1..]));
-        let shown = entry.path_text();
-        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{shown}: {e}"))?;
-        let kind_ok = match entry.kind {
-            EntryKind::Dir => meta.file_type().is_dir(),
-            EntryKind::File => meta.file_type().is_file() && Some(meta.len()) == entry.size,
-            EntryKind::Symlink => {
-                meta.file_type().is_symlink()
-                    && fs::read_link(&path)
-                        .map(|t| Some(t.as_os_str().as_bytes()) == entry.target.as_deref())
-                        .unwrap_or(false)
+    // Stat calls in parallel (both cores): per entry, its metadata, and for a directory
+    // how many children it has.
+    let children: usize = manifest
+        .entries
+        .par_iter()
+        .map(|entry| -> Result<usize, String> {
+            let path = release.join(std::ffi::OsStr::from_bytes(&entry.path[1..]));
+            let shown = || entry.path_text().into_owned();
+            let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", shown()))?;
+            let kind_ok = match entry.kind {
+                EntryKind::Dir => meta.file_type().is_dir(),
+                EntryKind::File => meta.file_type().is_file() && Some(meta.len()) == entry.size,
+                EntryKind::Symlink => {
+                    meta.file_type().is_symlink()
+                        && fs::read_link(&path)
+                            .map(|t| Some(t.as_os_str().as_bytes()) == entry.target.as_deref())
+                            .unwrap_or(false)
+                }
+                _ => false,
+            };
+            let mode_ok = entry.kind == EntryKind::Symlink || meta.mode() & 0o7777 == entry.mode;
+            let owner_ok = !root || (meta.uid() == entry.uid && meta.gid() == entry.gid);
+            if !(kind_ok && mode_ok && owner_ok) {
+                return Err(format!("{} differs from the signed manifest", shown()));
             }
-            _ => false,
-        };
-        let mode_ok = entry.kind == EntryKind::Symlink || meta.mode() & 0o7777 == entry.mode;
-        let owner_ok = !root || (meta.uid() == entry.uid && meta.gid() == entry.gid);
-        if !(kind_ok && mode_ok && owner_ok) {
-            return Err(format!("{shown} differs from the signed manifest"));
-        }
-        if entry.kind == EntryKind::Dir {
-            dirs += 1;
-            children += fs::read_dir(&path)
-                .map_err(|e| format!("{shown}: {e}"))?
-                .count();
-        }
-    }
+            if entry.kind == EntryKind::Dir {
+                return Ok(fs::read_dir(&path)
+                    .map_err(|e| format!("{}: {e}", shown()))?
+                    .count());
+            }
+            Ok(0)
+        })
+        .try_reduce(|| 0, |a, b| Ok(a + b))?;
     // Every entry but the two tree roots is some directory's child.
-    if children + 2 != manifest.entries.len() || dirs == 0 {
+    if children + 2 != manifest.entries.len() {
         return Err("entries were added or removed since the release was installed".into());
     }
     Ok(())
@@ -720,13 +725,15 @@ fn switch_to(
     activate(layout, to)?;
     crash_point(&format!("{op}-activated"));
     let release = layout.release(to);
+    // A new release is verified again once active (the engine, content included); a
+    // kept one was checked just before the switch (`quick_verify`), and the guard
+    // re-hashes the active release right after.
     let check = restart_services(layout, config, to).and_then(|()| {
         if full {
-            full_verify(&release, manifest)
+            full_verify(&release, manifest).map_err(|e| format!("post-verify: {e}"))
         } else {
-            quick_verify(&release, manifest)
+            Ok(())
         }
-        .map_err(|e| format!("post-verify: {e}"))
     });
     crash_point(&format!("{op}-verified"));
     if let Err(why) = check {
