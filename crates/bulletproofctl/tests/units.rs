@@ -76,3 +76,23 @@ fn units_verify() {
     );
     assert!(output.status.success() && text.trim().is_empty(), "{text}");
 }
+
+/// The AppArmor profiles of the agent and the service parse (`apparmor_parser` from the
+/// Debian package apparmor, without loading them: the test machine's kernel need not
+/// run AppArmor).
+#[test]
+fn apparmor_profiles_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/apparmor");
+    for profile in ["usr.bin.integrity-agent", "usr.bin.metadata-service"] {
+        let output = Command::new("apparmor_parser")
+            .args(["--skip-kernel-load", "--skip-cache", "--skip-read-cache"])
+            .arg(dir.join(profile))
+            .output()
+            .expect("apparmor_parser (Debian package apparmor; scripts/test installs it)");
+        assert!(
+            output.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
