@@ -78,7 +78,7 @@ fn scan_tree(
         if entry.kind == EntryKind::Symlink {
             let link = entry.target.as_deref().unwrap_or_default();
             let rel = Path::new(std::ffi::OsStr::from_bytes(&entry.path[1..]));
-            if link.starts_with(b"/") || escapes(rel, link) {
+            if crate::extract::check_link_lexically(rel, link).is_err() {
                 bail!(
                     "{}{}: symlink to {:?} leaves the tree; update would refuse it",
                     dir.display(),
@@ -93,23 +93,6 @@ fn scan_tree(
         entries.push(entry);
     }
     Ok(entries)
-}
-
-fn escapes(relative: &Path, link: &[u8]) -> bool {
-    let mut depth = relative.components().count() as i64 - 1;
-    for part in link.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
 }
 
 /// `/x` under `/core` → `/core/x`; `/` → `/core`.

@@ -301,8 +301,8 @@ fn make_parents(
 }
 
 /// A symlink target must be relative and, read from the link's directory, stay
-/// inside the tree.
-fn check_link_lexically(relative: &Path, link: &[u8]) -> Result<(), &'static str> {
+/// inside the tree (also what `bundle build` refuses to ship).
+pub fn check_link_lexically(relative: &Path, link: &[u8]) -> Result<(), &'static str> {
     if link.is_empty() || link.len() > MAX_PATH_BYTES || link.contains(&0) {
         return Err("symlink target is empty, too long or contains NUL");
     }

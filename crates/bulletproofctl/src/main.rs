@@ -354,10 +354,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             password_file,
             trusted_comment,
         } => {
-            let password = match &password_file {
-                Some(path) => Password::File(path),
-                None => Password::PromptIfTerminal,
-            };
+            let password = password_of(password_file.as_deref());
             let sk = integrity_trust::load_secret_key(&secret_key, password)?;
             let data =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -424,10 +421,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     level,
                 },
         } => {
-            let password = match &password_file {
-                Some(path) => Password::File(path),
-                None => Password::PromptIfTerminal,
-            };
+            let password = password_of(password_file.as_deref());
             let sk = integrity_trust::load_secret_key(&secret_key, password)?;
             let built = bundle::build(&bundle::BuildOptions {
                 version,
@@ -651,6 +645,14 @@ fn run(command: Command) -> anyhow::Result<u8> {
     }
 }
 
+/// `--password-file F`, or a prompt on the terminal (refused without one).
+fn password_of(file: Option<&Path>) -> Password<'_> {
+    match file {
+        Some(path) => Password::File(path),
+        None => Password::PromptIfTerminal,
+    }
+}
+
 fn release_result(result: Result<release::Report, release::Failure>) -> anyhow::Result<u8> {
     match result {
         Ok(report) => {
@@ -787,10 +789,7 @@ fn snapshot(
             path
         }
     };
-    let password = match &password_file {
-        Some(path) => Password::File(path),
-        None => Password::PromptIfTerminal,
-    };
+    let password = password_of(password_file.as_deref());
     let sk = integrity_trust::load_secret_key(&key_path, password)?;
     let stamp = integrity_common::manifest::now_timestamp().replace([':', '-'], "");
     let name = format!("snapshot-{active}-{stamp}.tar.zst");
