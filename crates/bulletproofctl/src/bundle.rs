@@ -53,6 +53,7 @@ fn scan_tree(
         root: dir.to_path_buf(),
         exclusions: integrity_common::Exclusions::none(),
         cross_filesystems: false,
+        policy: None,
     };
     let output = integrity_common::scan(&options, &Default::default())?;
     if let Some(error) = output.errors.first() {
@@ -385,6 +386,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
         timestamp: timestamp.clone(),
         entries,
         errors: Vec::new(),
+        policy: None,
     };
     manifest.validate()?;
     let manifest_bytes = manifest.to_json_bytes();

@@ -98,6 +98,7 @@ fn actual_entries(release: &Path, path: &[u8]) -> Vec<FileIntegrityEntry> {
             root: disk,
             exclusions: integrity_common::Exclusions::none(),
             cross_filesystems: false,
+            policy: None,
         };
         let prefix = String::from_utf8_lossy(path).into_owned();
         return integrity_common::scan(&options, &Default::default())

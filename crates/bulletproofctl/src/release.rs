@@ -304,6 +304,7 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
             root: release.join(&prefix[1..]),
             exclusions: integrity_common::Exclusions::none(),
             cross_filesystems: false,
+            policy: None,
         };
         let output =
             integrity_common::scan(&options, &Default::default()).map_err(|e| e.to_string())?;

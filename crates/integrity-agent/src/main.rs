@@ -7,10 +7,11 @@ mod syslog;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use integrity_common::policy::{Judged, NotScanned};
 use integrity_common::scan::describe_io_error;
 use integrity_common::{
-    diff, scan, validate_image_id, Anomaly, AnomalyKind, Baseline, DriftSummary, EntryKind,
-    Exclusions, ScanOptions, ScanOutput, ScanProgress,
+    diff, scan, validate_image_id, Anomaly, AnomalyKind, Applied, Baseline, DriftSummary,
+    EntryKind, Exclusions, FileIntegrityEntry, Policy, ScanOptions, ScanOutput, ScanProgress,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -51,6 +52,12 @@ summary; they set no bit. When the service cannot be reached the last fetched ba
 
 A baseline in the seed's format (only path, sha256, mode, uid, gid: no directories or
 links) is compared against regular files only.
+
+Policy: the rules inside the baseline (chosen by the image builder, covered by its
+signature) decide what is checked where; the first matching rule wins. A local
+--policy can only add checks unless --allow-weaker-policy is given (logged on every
+check). --explain PATH shows the rule for a path; --verbose names the rule behind
+each reported change and lists what the policy let through.
 
 Environment:
   IMAGE_ID  image id when --image-id is not given";
@@ -149,6 +156,26 @@ struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+
+    /// A local TOML policy on top of the baseline's signed one. It may only add checks;
+    /// a rule that would remove one (`ignore`, `added_ok`, `growing`) is refused.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Let the local --policy take precedence over the baseline's, weakening it where it
+    /// says so. Every check then logs a warning (stderr, and syslog with --syslog).
+    #[arg(long, requires = "policy")]
+    allow_weaker_policy: bool,
+
+    /// Say which rule applies to PATH (relative to --root, e.g. /etc/hostname) and what
+    /// is checked there, then exit. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    explain: Vec<String>,
+
+    /// Name the rule behind every reported change, and list the changes the policy let
+    /// through with the rule that did.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// A check that could not be completed, with its exit code.
@@ -172,6 +199,7 @@ fn warn(message: String) {
 
 struct Agent {
     args: Args,
+    local_policy: Option<Policy>,
     image_id: Option<String>,
     exclusions: Exclusions,
     client: Option<integrity_client::Client>,
@@ -198,6 +226,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if !agent.args.explain.is_empty() {
+        return match agent.explain() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(fatal) => {
+                eprintln!("integrity-agent: error: {}", fatal.message);
+                ExitCode::from(fatal.code)
+            }
+        };
+    }
     match agent.args.interval {
         None => match agent.check() {
             Ok(summary) => ExitCode::from(summary.exit_bits()),
@@ -262,6 +299,26 @@ impl Agent {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
+        let local_policy = match &args.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --policy {}", path.display()))?;
+                let policy = Policy::from_toml_str(&text)
+                    .map_err(|error| anyhow::anyhow!("--policy {}: {error}", path.display()))?;
+                if !args.allow_weaker_policy {
+                    integrity_common::policy::refuse_weaker(&policy).map_err(|error| {
+                        anyhow::anyhow!("--policy {}: refused: {error}", path.display())
+                    })?;
+                }
+                Some(policy)
+            }
+            None => None,
+        };
+        for path in &args.explain {
+            integrity_common::manifest::validate_path(path.trim_end_matches('/').as_bytes())
+                .or_else(|reason| if path == "/" { Ok(()) } else { Err(reason) })
+                .map_err(|reason| anyhow::anyhow!("--explain {path}: {reason}"))?;
+        }
         let verifier = match &args.public_key {
             Some(path) => Some(source::Verifier {
                 key: integrity_trust::load_public_key(path)
@@ -271,6 +328,7 @@ impl Agent {
         };
         Ok(Agent {
             verifier,
+            local_policy,
             args,
             image_id,
             exclusions,
@@ -337,11 +395,36 @@ impl Agent {
         }
     }
 
-    fn scan(&self) -> Result<ScanOutput, Fatal> {
+    /// The rules in force for this baseline: its own policy and the local one.
+    fn applied(&self, baseline: &Baseline) -> Result<Applied, Fatal> {
+        let applied = Applied::new(
+            baseline.policy.as_ref(),
+            self.local_policy.as_ref(),
+            self.args.allow_weaker_policy,
+            self.exclusions.clone(),
+        )
+        .map_err(|error| Fatal::new(EXIT_USAGE, format!("--policy: {error}")))?;
+        if self.args.allow_weaker_policy {
+            let message = format!(
+                "SECURITY: the local policy {} overrides the baseline's signed policy (--allow-weaker-policy)",
+                self.args.policy.as_deref().unwrap_or(std::path::Path::new("-")).display()
+            );
+            warn(message.clone());
+            if let Some(syslog) = &self.syslog {
+                if let Err(error) = syslog.security(&baseline.image_id, &message) {
+                    warn(format!("syslog: {error}"));
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    fn scan(&self, applied: &Applied) -> Result<ScanOutput, Fatal> {
         let options = ScanOptions {
             root: self.args.root.clone(),
             exclusions: self.exclusions.clone(),
             cross_filesystems: self.args.cross_filesystems,
+            policy: (!applied.scan.is_empty()).then(|| Arc::new(applied.scan.clone())),
         };
         let progress = ScanProgress::default();
         self.pool
@@ -357,12 +440,43 @@ impl Agent {
                 warn(note.clone());
             }
         }
-        let scanned = self.scan()?;
         let baseline = &loaded.baseline;
+        let applied = self.applied(baseline)?;
+        let scanned = self.scan(&applied)?;
         let current = comparable(baseline, &scanned.entries);
-        let anomalies: Vec<Anomaly<'_>> = diff(&baseline.entries, &current)
-            .filter(|anomaly| !hidden_by_error(anomaly, &scanned))
-            .collect();
+        let root = &self.args.root;
+        let mut grew =
+            |old: &FileIntegrityEntry, _new: &FileIntegrityEntry| match (old.size, old.sha256) {
+                (Some(size), Some(hash)) => {
+                    integrity_common::scan::hash_prefix(root, &old.path, size)
+                        .is_ok_and(|now| now == hash)
+                }
+                _ => false,
+            };
+        let mut anomalies: Vec<Anomaly<'_>> = Vec::new();
+        let mut rules = Vec::new();
+        let mut allowed = Vec::new();
+        for anomaly in diff(&baseline.entries, &current) {
+            if hidden_by_error(&anomaly, &scanned) {
+                continue;
+            }
+            match applied.judge(anomaly, &mut grew) {
+                Judged::Report { anomaly, verdict } => {
+                    anomalies.push(anomaly);
+                    rules.push(verdict.label());
+                }
+                Judged::Allowed {
+                    anomaly,
+                    verdict,
+                    why,
+                } => allowed.push(report::Allowed {
+                    anomaly,
+                    rule: verdict.label().unwrap_or_default(),
+                    why,
+                }),
+                Judged::NotScanned => {}
+            }
+        }
         let mut summary = DriftSummary::default();
         for anomaly in &anomalies {
             summary.record(anomaly.kind);
@@ -372,6 +486,9 @@ impl Agent {
         let findings = report::Findings {
             image_id: &baseline.image_id,
             anomalies,
+            rules,
+            allowed,
+            verbose: self.args.verbose,
             errors: &scanned.errors,
             summary,
             source: loaded.source,
@@ -393,6 +510,100 @@ impl Agent {
             self.send_syslog(syslog, &findings);
         }
         Ok(summary)
+    }
+
+    /// `--explain PATH…`: the rule in force for each path and what it checks.
+    fn explain(&self) -> Result<(), Fatal> {
+        let loaded = self.load()?;
+        let applied = self.applied(&loaded.baseline)?;
+        let mut out = String::new();
+        for text in &self.args.explain {
+            let trimmed = text.trim_end_matches('/');
+            let path = if trimmed.is_empty() { "/" } else { trimmed };
+            let explanation = applied.explain(path.as_bytes());
+            let verdict = &explanation.verdict;
+            let not_scanned = explanation.not_scanned.as_ref().map(|why| match why {
+                NotScanned::Ignored { by, at } => {
+                    format!(
+                        "ignored by {by} at {}",
+                        integrity_common::pathenc::encode(at)
+                    )
+                }
+                NotScanned::Excluded(at) => format!(
+                    "{} is excluded (the default exclusions or --exclude)",
+                    integrity_common::pathenc::encode(at)
+                ),
+            });
+            let rule = verdict.rule.map(|rule| rule.to_string());
+            let added_by = verdict.added_by.map(|rule| rule.to_string());
+            let reason = verdict.rule.and_then(|rule| rule.rule.reason.clone());
+            match self.args.format {
+                Format::Json => {
+                    let line = serde_json::json!({
+                        "path": path,
+                        "scanned": not_scanned.is_none(),
+                        "not_scanned": not_scanned,
+                        "rule": rule,
+                        "added_by": added_by,
+                        "checks": verdict.checks.names().collect::<Vec<_>>(),
+                        "added_ok": verdict.added_ok,
+                        "growing": verdict.growing,
+                        "reason": reason,
+                        "policy": if loaded.baseline.policy.is_some() { "baseline" } else { "none" },
+                    });
+                    out.push_str(&line.to_string());
+                    out.push('\n');
+                }
+                Format::Text => {
+                    out.push_str(&serde_json::to_string(path).unwrap_or_default());
+                    out.push('\n');
+                    if let Some(why) = &not_scanned {
+                        out.push_str(&format!("  not scanned: {why}\n"));
+                        continue;
+                    }
+                    match &rule {
+                        Some(rule) => out.push_str(&format!("  rule: {rule}\n")),
+                        None if loaded.baseline.policy.is_none() => out.push_str(
+                            "  rule: none (the baseline carries no policy): every check\n",
+                        ),
+                        None => out.push_str("  rule: none matches: every check\n"),
+                    }
+                    if let Some(added_by) = &added_by {
+                        out.push_str(&format!("  checks added by: {added_by}\n"));
+                    }
+                    let missing: Vec<_> = verdict.checks.missing().collect();
+                    out.push_str(&format!("  checked: {}", verdict.checks));
+                    if !missing.is_empty() {
+                        out.push_str(&format!("; not checked: {}", missing.join(", ")));
+                    }
+                    out.push('\n');
+                    out.push_str(&format!(
+                        "  if added: {}\n",
+                        if verdict.added_ok {
+                            "allowed (added_ok)"
+                        } else {
+                            "reported"
+                        }
+                    ));
+                    if verdict.growing {
+                        out.push_str("  growing: may grow; a change to its earlier bytes or a shrink is reported\n");
+                    }
+                    if let Some(reason) = &reason {
+                        out.push_str(&format!("  why: {reason}\n"));
+                    }
+                }
+            }
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|error| {
+                Fatal::new(
+                    EXIT_IO,
+                    format!("cannot write: {}", describe_io_error(&error)),
+                )
+            })
     }
 
     fn send_syslog(&self, syslog: &syslog::Syslog, findings: &report::Findings<'_>) {

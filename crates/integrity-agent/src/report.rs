@@ -6,10 +6,23 @@ use integrity_common::{
 };
 use std::io::{self, Write};
 
+/// A change the policy let through.
+pub struct Allowed<'a> {
+    pub anomaly: Anomaly<'a>,
+    /// The rule that let it through.
+    pub rule: String,
+    pub why: &'static str,
+}
+
 /// What one check found, ready to render.
 pub struct Findings<'a> {
     pub image_id: &'a str,
     pub anomalies: Vec<Anomaly<'a>>,
+    /// For each anomaly, the rule in force at its path (`None`: no rule, every check).
+    pub rules: Vec<Option<String>>,
+    /// Changes the policy let through (listed with `--verbose`).
+    pub allowed: Vec<Allowed<'a>>,
+    pub verbose: bool,
     pub errors: &'a [ScanErrorRecord],
     pub summary: DriftSummary,
     /// `service`, `cache` or `file`.
@@ -20,9 +33,29 @@ pub struct Findings<'a> {
 /// The JSON report: one anomaly per line, then one line per scan error, then the
 /// summary (with the baseline's source beside it).
 pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()> {
-    for anomaly in &findings.anomalies {
-        serde_json::to_writer(&mut *out, anomaly)?;
+    for (index, anomaly) in findings.anomalies.iter().enumerate() {
+        if findings.verbose {
+            // DESIGN §5's line plus the rule in force (null: no rule, every check).
+            let mut line = serde_json::to_value(anomaly)?;
+            line["rule"] = findings.rules.get(index).cloned().flatten().into();
+            serde_json::to_writer(&mut *out, &line)?;
+        } else {
+            serde_json::to_writer(&mut *out, anomaly)?;
+        }
         out.write_all(b"\n")?;
+    }
+    if findings.verbose {
+        for allowed in &findings.allowed {
+            let line = serde_json::json!({
+                "allowed": allowed.anomaly.kind.as_str(),
+                "path": pathenc::encode(allowed.anomaly.path),
+                "changed": allowed.anomaly.changed,
+                "rule": allowed.rule,
+                "why": allowed.why,
+            });
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
     }
     for error in findings.errors {
         serde_json::to_writer(
@@ -38,7 +71,13 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     }
     // `summary` first, its counts in DESIGN §5's order; the source beside it.
     out.write_all(b"{\"summary\":")?;
-    serde_json::to_writer(&mut *out, &findings.summary)?;
+    if findings.verbose {
+        let mut summary = serde_json::to_value(findings.summary)?;
+        summary["allowed"] = findings.allowed.len().into();
+        serde_json::to_writer(&mut *out, &summary)?;
+    } else {
+        serde_json::to_writer(&mut *out, &findings.summary)?;
+    }
     out.write_all(b",\"baseline\":")?;
     serde_json::to_writer(&mut *out, &baseline)?;
     out.write_all(b"}\n")
@@ -132,23 +171,55 @@ pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) ->
         findings.image_id
     )?;
     for (kind, heading, paint) in GROUPS {
-        let lines: Vec<&Anomaly<'_>> = findings
+        let lines: Vec<(usize, &Anomaly<'_>)> = findings
             .anomalies
             .iter()
-            .filter(|a| a.kind == kind)
+            .enumerate()
+            .filter(|(_, a)| a.kind == kind)
             .collect();
         if lines.is_empty() {
             continue;
         }
         let paint = if colour { paint } else { "" };
         writeln!(out, "{paint}{heading} ({}){reset}", lines.len())?;
-        for anomaly in lines {
+        for (index, anomaly) in lines {
             let detail = match kind {
                 AnomalyKind::Added => anomaly.current.map(describe).unwrap_or_default(),
                 AnomalyKind::Deleted => anomaly.baseline.map(describe).unwrap_or_default(),
                 _ => changes(anomaly),
             };
-            writeln!(out, "  {}  {detail}", quoted(anomaly.path))?;
+            let rule = if findings.verbose {
+                match findings.rules.get(index).cloned().flatten() {
+                    Some(rule) => format!("  [{rule}]"),
+                    None => "  [no rule: every check]".to_owned(),
+                }
+            } else {
+                String::new()
+            };
+            writeln!(out, "  {}  {detail}{rule}", quoted(anomaly.path))?;
+        }
+    }
+    if findings.verbose && !findings.allowed.is_empty() {
+        writeln!(
+            out,
+            "{bold}allowed by the policy ({}){reset}",
+            findings.allowed.len()
+        )?;
+        for allowed in &findings.allowed {
+            let anomaly = &allowed.anomaly;
+            let detail = match anomaly.kind {
+                AnomalyKind::Added => anomaly.current.map(describe).unwrap_or_default(),
+                AnomalyKind::Deleted => anomaly.baseline.map(describe).unwrap_or_default(),
+                _ => changes(anomaly),
+            };
+            writeln!(
+                out,
+                "  {}  {}: {detail}  [{}: {}]",
+                quoted(anomaly.path),
+                anomaly.kind,
+                allowed.rule,
+                allowed.why
+            )?;
         }
     }
     if !findings.errors.is_empty() {
@@ -162,5 +233,13 @@ pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) ->
         out,
         "summary: {} added, {} deleted, {} modified, {} metadata changed, {} type changed, {} errors, {} scanned",
         s.added, s.deleted, s.modified, s.metadata_changed, s.type_changed, s.errors, s.scanned
-    )
+    )?;
+    if !findings.verbose && !findings.allowed.is_empty() {
+        writeln!(
+            out,
+            "({} change(s) allowed by the policy; --verbose lists them with their rules)",
+            findings.allowed.len()
+        )?;
+    }
+    Ok(())
 }

@@ -47,6 +47,7 @@ fn collect(root: &Path, image_id: &str, out: &Path) {
             root: root.to_owned(),
             exclusions: integrity_common::Exclusions::defaults(),
             cross_filesystems: false,
+            policy: None,
         },
         &integrity_common::ScanProgress::default(),
     )
@@ -56,6 +57,7 @@ fn collect(root: &Path, image_id: &str, out: &Path) {
         timestamp: "2026-11-23T07:31:43Z".to_owned(),
         entries: scanned.entries,
         errors: scanned.errors,
+        policy: None,
     };
     fs::write(out, baseline.to_json_bytes()).unwrap();
 }

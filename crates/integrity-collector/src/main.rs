@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use integrity_common::manifest::now_timestamp;
 use integrity_common::scan::describe_io_error;
 use integrity_common::{
-    pathenc, scan, validate_image_id, Baseline, Exclusions, ScanOptions, ScanProgress,
+    pathenc, scan, validate_image_id, Baseline, Exclusions, Policy, ScanOptions, ScanProgress,
 };
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -39,6 +39,12 @@ Exit status:
 Default exclusions (whole path components, relative to --root):
   /proc /sys /dev /run /tmp /var/tmp /var/log
 
+Policy: the baseline carries per-path rules (what is checked where) that every agent
+applies; without --policy it is the built-in one for cloud VMs (per-boot and
+per-instance files, caches, daemon state, append-only logs; see
+--print-default-policy). Rules come first, the exclusions after them, so a rule can
+reach a single file inside an excluded tree.
+
 Environment:
   IMAGE_ID           image id when --image-id is not given
   BULLETPROOF_TOKEN  bearer token when --token is not given
@@ -53,8 +59,8 @@ struct Args {
     root: PathBuf,
 
     /// Image id the baseline describes (letters, digits and ._-+:@~, at most 128).
-    #[arg(long, value_name = "ID", env = "IMAGE_ID")]
-    image_id: String,
+    #[arg(long, value_name = "ID", env = "IMAGE_ID", required = true)]
+    image_id: Option<String>,
 
     /// Write the manifest to FILE (atomically) instead of stdout; `-` is stdout.
     #[arg(long, short, value_name = "FILE|-")]
@@ -106,6 +112,20 @@ struct Args {
     #[arg(long)]
     no_default_excludes: bool,
 
+    /// Embed the per-path rules of this TOML policy in the baseline (paths it ignores
+    /// are not scanned). Default: the built-in policy for cloud VMs.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Embed no policy: every agent checks every scanned path fully.
+    #[arg(long, conflicts_with = "policy")]
+    no_policy: bool,
+
+    /// Print the built-in policy for cloud VMs (TOML, with why each rule is there) and
+    /// exit.
+    #[arg(long, exclusive = true)]
+    print_default_policy: bool,
+
     /// Descend into other filesystems mounted below the root.
     #[arg(long)]
     cross_filesystems: bool,
@@ -132,7 +152,27 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<u8> {
-    validate_image_id(&args.image_id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
+    if args.print_default_policy {
+        io::stdout()
+            .write_all(integrity_common::policy::CLOUD_DEFAULT_TOML.as_bytes())
+            .context("cannot write to stdout")?;
+        return Ok(EXIT_OK);
+    }
+    let image_id = args.image_id.clone().unwrap_or_default();
+    validate_image_id(&image_id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
+    let policy = if args.no_policy {
+        None
+    } else {
+        Some(match &args.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --policy {}", path.display()))?;
+                Policy::from_toml_str(&text)
+                    .map_err(|error| anyhow::anyhow!("--policy {}: {error}", path.display()))?
+            }
+            None => Policy::cloud_default(),
+        })
+    };
     let timestamp = timestamp()?;
     let exclusions = Exclusions::from_flags(
         !args.no_default_excludes,
@@ -177,6 +217,7 @@ fn run(args: &Args) -> Result<u8> {
         root: args.root.clone(),
         exclusions,
         cross_filesystems: args.cross_filesystems,
+        policy: policy.clone().map(std::sync::Arc::new),
     };
     let progress = ScanProgress::default();
     let started = Instant::now();
@@ -198,10 +239,11 @@ fn run(args: &Args) -> Result<u8> {
         );
     }
     let baseline = Baseline {
-        image_id: args.image_id.clone(),
+        image_id,
         timestamp,
         entries: scanned.entries,
         errors: scanned.errors,
+        policy,
     };
     baseline
         .validate()

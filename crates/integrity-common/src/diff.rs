@@ -95,6 +95,11 @@ impl ChangedFields {
         self.0 & other.0 == other.0
     }
 
+    /// The set with `field` added.
+    pub fn with(self, field: Self) -> Self {
+        Self(self.0 | field.0)
+    }
+
     fn set_if(&mut self, field: Self, differs: bool) {
         if differs {
             self.0 |= field.0;

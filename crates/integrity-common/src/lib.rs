@@ -11,6 +11,7 @@ pub mod exclude;
 pub mod fuzzing;
 pub mod manifest;
 pub mod pathenc;
+pub mod policy;
 pub mod scan;
 
 pub use diff::{diff, Anomaly, AnomalyKind, ChangedFields, DriftSummary};
@@ -20,4 +21,5 @@ pub use manifest::{
     validate_image_id, validate_timestamp, Baseline, EntryKind, FileIntegrityEntry, ManifestError,
     ScanErrorRecord,
 };
+pub use policy::{Applied, Checks, Policy, PolicyError, Rule};
 pub use scan::{scan, ScanOptions, ScanOutput, ScanProgress, ScanRootError};

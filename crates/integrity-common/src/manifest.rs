@@ -7,6 +7,7 @@
 
 use crate::digest::Sha256Digest;
 use crate::pathenc;
+use crate::policy::{Policy, RawPolicy};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -122,6 +123,9 @@ pub struct Baseline {
     pub entries: Vec<FileIntegrityEntry>,
     /// Paths the scan could not record (additive field `errors`, absent when empty).
     pub errors: Vec<ScanErrorRecord>,
+    /// The rules the image builder chose (additive field `policy`, absent when none):
+    /// the agent applies them, and they are covered by the baseline's signature.
+    pub policy: Option<Policy>,
 }
 
 /// Why a manifest was refused.
@@ -263,6 +267,11 @@ impl Baseline {
             timestamp: raw.timestamp,
             entries: raw.entries.0,
             errors: raw.errors.0,
+            policy: raw
+                .policy
+                .map(RawPolicy::into_policy)
+                .transpose()
+                .map_err(|error| ManifestError::invalid("policy", error.to_string()))?,
         };
         baseline.validate_header()?;
         Ok(baseline)
@@ -305,6 +314,10 @@ impl Baseline {
         serde_json::to_writer(&mut out, &self.image_id)?;
         out.write_all(b",\"timestamp\":")?;
         serde_json::to_writer(&mut out, &self.timestamp)?;
+        if let Some(policy) = &self.policy {
+            out.write_all(b",\"policy\":")?;
+            serde_json::to_writer(&mut out, policy)?;
+        }
         if !self.errors.is_empty() {
             out.write_all(b",\"errors\":[")?;
             write_lines(&mut out, &self.errors)?;
@@ -407,6 +420,8 @@ struct RawBaseline {
     entries: Entries,
     #[serde(default)]
     errors: ErrorRecords,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -618,6 +633,7 @@ mod tests {
                 path: b"/secret".to_vec().into(),
                 error: "permission denied".into(),
             }],
+            policy: Some(crate::Policy::cloud_default()),
         };
         baseline.validate().unwrap();
         let bytes = baseline.to_json_bytes();

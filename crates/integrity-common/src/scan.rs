@@ -13,6 +13,7 @@
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::exclude::Exclusions;
 use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
+use crate::policy::{self, Policy, NO_BOUND};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -21,7 +22,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Files at least this large are hashed in a task of their own.
 const OWN_TASK_BYTES: u64 = 4 << 20;
@@ -40,6 +41,9 @@ pub struct ScanOptions {
     /// Descend into directories on other filesystems than the root's. When false, a
     /// mount point is recorded as a directory but not entered.
     pub cross_filesystems: bool,
+    /// Per-path rules: paths whose first matching rule is `ignore` are not scanned
+    /// (see [`crate::policy`] for how rules and exclusions combine).
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl ScanOptions {
@@ -49,6 +53,7 @@ impl ScanOptions {
             root: root.into(),
             exclusions: Exclusions::defaults(),
             cross_filesystems: false,
+            policy: None,
         }
     }
 }
@@ -99,7 +104,7 @@ pub fn scan(options: &ScanOptions, progress: &ScanProgress) -> Result<ScanOutput
         errors: Mutex::new(Vec::new()),
     };
     progress.entries.fetch_add(1, Ordering::Relaxed);
-    rayon::scope(|scope| walk.visit_dir(scope, root.clone(), Vec::new()));
+    rayon::scope(|scope| walk.visit_dir(scope, root.clone(), Vec::new(), NO_BOUND));
 
     let mut entries = walk.entries.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut errors = walk.errors.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -123,8 +128,9 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     /// Lists `dir` (whose manifest path is `rel`, empty for the root) and records its
-    /// children; subdirectories and large files become tasks of their own.
-    fn visit_dir<'s>(&'s self, scope: &rayon::Scope<'s>, dir: PathBuf, rel: Vec<u8>) {
+    /// children; subdirectories and large files become tasks of their own. `bound` is
+    /// the policy's bound for the children ([`policy::select`]).
+    fn visit_dir<'s>(&'s self, scope: &rayon::Scope<'s>, dir: PathBuf, rel: Vec<u8>, bound: usize) {
         let listing = match fs::read_dir(&dir) {
             Ok(listing) => listing,
             Err(err) => return self.record_error(&rel, &err),
@@ -154,7 +160,28 @@ impl<'a> Walk<'a> {
                 }
                 continue;
             }
-            if self.options.exclusions.is_excluded(&child_rel) {
+            let select = policy::select(
+                self.options.policy.as_deref(),
+                &self.options.exclusions,
+                &child_rel,
+                bound,
+            );
+            if !select.record {
+                // Not recorded; listed only if an earlier rule can reach below it.
+                if select.descend && dirent.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    match dirent.metadata() {
+                        Ok(meta)
+                            if self.options.cross_filesystems || meta.dev() == self.root_dev =>
+                        {
+                            let path = dirent.path();
+                            scope.spawn(move |scope| {
+                                self.visit_dir(scope, path, child_rel, select.bound)
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(err) => self.record_error(&child_rel, &err),
+                    }
+                }
                 continue;
             }
             let meta = match dirent.metadata() {
@@ -169,7 +196,7 @@ impl<'a> Walk<'a> {
                 batch.push(plain_entry(child_rel.clone(), EntryKind::Dir, &meta));
                 if self.options.cross_filesystems || meta.dev() == self.root_dev {
                     let path = dirent.path();
-                    scope.spawn(move |scope| self.visit_dir(scope, path, child_rel));
+                    scope.spawn(move |scope| self.visit_dir(scope, path, child_rel, select.bound));
                 }
             } else if file_type.is_file() {
                 let path = dirent.path();
@@ -319,6 +346,37 @@ fn hash_file(path: &Path, listed: &Metadata) -> io::Result<(Sha256Digest, u64, M
             }
         }
         Ok((hasher.finish(), size, opened))
+    })
+}
+
+/// Hashes the first `len` bytes of the regular file at `rel` below `root`, without
+/// following a symlink in its last component (the `growing` check: are the bytes the
+/// baseline hashed still the file's first bytes?). A file shorter than `len` is an
+/// error.
+pub fn hash_prefix(root: &Path, rel: &[u8], len: u64) -> io::Result<Sha256Digest> {
+    use std::os::unix::ffi::OsStrExt;
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    let file = open_no_follow(&root.join(std::ffi::OsStr::from_bytes(rel)))?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    READ_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        let mut hasher = Sha256Hasher::new();
+        let mut left = len;
+        let mut reader = file.take(len);
+        while left > 0 {
+            match reader.read(&mut buffer[..]) {
+                Ok(0) => return Err(io::Error::other("shorter than the baseline")),
+                Ok(n) => {
+                    hasher.update(&buffer[..n]);
+                    left -= n as u64;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(hasher.finish())
     })
 }
 

@@ -1,0 +1,952 @@
+//! Policy: per-path rules that decide what is checked, so a fleet sees only real drift.
+//!
+//! A policy is an ordered list of rules. Each rule matches paths by glob and says what
+//! is checked there: `ignore` (the path is not scanned at all), or a subset of
+//! `content`, `mode`, `owner` and `type`, plus `added_ok` (the path may appear where the
+//! baseline has nothing, e.g. `/home/**`) and `growing` (an append-only file: it may
+//! grow, but the bytes the baseline hashed must still be its first bytes).
+//!
+//! **Semantics** (also in docs/ARCHITECTURE.md):
+//!
+//! * The first rule that matches a path decides, as in a firewall: write specific rules
+//!   before general ones. A path no rule matches gets every check.
+//! * Globs match the whole path (relative to the scanned root, with a leading `/`):
+//!   `*`, `?` and `[…]` never cross a `/`; `**` crosses any number of components;
+//!   `{a,b}` alternates; `\` escapes. `/var/lib/cloud/**` matches everything below
+//!   `/var/lib/cloud` but not the directory itself.
+//! * An ignored directory is not descended into, except where a rule placed *before*
+//!   the one that ignored it can match something below it: the walk then goes in, and
+//!   records only the paths such an earlier rule lets through.
+//! * The exclusions (DESIGN §4's default list and `--exclude`) act as `ignore` rules
+//!   placed after all of the policy's rules, covering the excluded path and all below
+//!   it. So a policy can reach into `/var/log` for one file (`/var/log/dpkg.log` as
+//!   `growing`) while the rest of `/var/log` stays unscanned.
+//!
+//! People write policies in TOML (`[[rule]]` tables; unknown keys are errors, a typo in a
+//! security policy must not pass silently); inside a manifest the same rules travel as
+//! JSON (field `policy`), covered by the baseline's signature.
+
+use crate::diff::{Anomaly, AnomalyKind, ChangedFields};
+use crate::exclude::Exclusions;
+use crate::manifest::{EntryKind, FileIntegrityEntry};
+use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+
+/// Most rules in one policy.
+pub const MAX_RULES: usize = 1000;
+/// Most globs in one rule.
+pub const MAX_PATTERNS_PER_RULE: usize = 256;
+/// Most globs in one policy.
+pub const MAX_PATTERNS: usize = 4096;
+/// Longest glob, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+/// Most glob bytes in one policy (bounds the compiled matcher of a hostile manifest).
+pub const MAX_PATTERN_TOTAL_BYTES: usize = 256 << 10;
+/// Longest `name` or `reason`, in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// The built-in policy for cloud VMs, in TOML with a comment on every rule
+/// (`integrity-collector --print-default-policy`).
+pub const CLOUD_DEFAULT_TOML: &str = include_str!("cloud-default-policy.toml");
+
+/// What a rule checks, as a small bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Checks(u8);
+
+impl Checks {
+    /// A file's bytes, a symlink's target, a device's number.
+    pub const CONTENT: Self = Self(1);
+    /// Permission bits, setuid/setgid/sticky included.
+    pub const MODE: Self = Self(1 << 1);
+    /// uid and gid.
+    pub const OWNER: Self = Self(1 << 2);
+    /// The kind of object (a file that became a symlink, …).
+    pub const TYPE: Self = Self(1 << 3);
+    pub const NONE: Self = Self(0);
+    pub const ALL: Self = Self(0b1111);
+
+    const NAMES: [(Self, &'static str); 4] = [
+        (Self::CONTENT, "content"),
+        (Self::MODE, "mode"),
+        (Self::OWNER, "owner"),
+        (Self::TYPE, "type"),
+    ];
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Parses one check name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::NAMES
+            .into_iter()
+            .find(|(_, text)| *text == name)
+            .map(|(check, _)| check)
+    }
+
+    /// The names in the set, in a fixed order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(check, _)| self.contains(*check))
+            .map(|(_, name)| name)
+    }
+
+    /// The names not in the set.
+    pub fn missing(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(check, _)| !self.contains(*check))
+            .map(|(_, name)| name)
+    }
+}
+
+impl fmt::Display for Checks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.names().collect();
+        if names.is_empty() {
+            f.write_str("nothing but presence")
+        } else {
+            f.write_str(&names.join(", "))
+        }
+    }
+}
+
+/// One rule of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// A short label for reports (`--verbose`, `--explain`).
+    pub name: Option<String>,
+    /// Globs; the rule matches a path when any of them does.
+    pub paths: Vec<String>,
+    /// The path is not scanned at all.
+    pub ignore: bool,
+    /// What is compared (empty for `ignore`).
+    pub check: Checks,
+    /// The path may exist where the baseline has nothing.
+    pub added_ok: bool,
+    /// An append-only file: it may grow; the baseline's bytes must remain its prefix.
+    pub growing: bool,
+    /// Why the rule is there (shown by `--explain`).
+    pub reason: Option<String>,
+}
+
+impl Rule {
+    /// Whether the rule lets anything through that a rule-less path would report.
+    pub fn weakens(&self) -> bool {
+        self.ignore || self.added_ok || self.growing || self.check != Checks::ALL
+    }
+}
+
+/// Why a policy was refused. The message names the rule (1-based, as people count) and
+/// the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(String);
+
+impl PolicyError {
+    fn new(message: impl Into<String>) -> Self {
+        PolicyError(message.into())
+    }
+}
+
+/// A validated, compiled policy.
+#[derive(Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    set: GlobSet,
+    /// For each glob of `set`, the index of its rule.
+    owner: Vec<u32>,
+    /// For each glob of a non-ignore rule: (rule index, its literal prefix, whether the
+    /// glob is all literal). Answers "could this rule match something below dir D?".
+    reach: Vec<(usize, Box<[u8]>, bool)>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
+}
+
+impl Eq for Policy {}
+
+thread_local! {
+    static MATCHES: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Policy {
+    /// Validates and compiles `rules`.
+    pub fn new(rules: Vec<Rule>) -> Result<Self, PolicyError> {
+        if rules.len() > MAX_RULES {
+            return Err(PolicyError::new(format!(
+                "{} rules; at most {MAX_RULES} are allowed",
+                rules.len()
+            )));
+        }
+        let mut builder = GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        let mut reach = Vec::new();
+        let mut total_bytes = 0usize;
+        for (index, rule) in rules.iter().enumerate() {
+            let what = || format!("rule {}{}", index + 1, name_suffix(rule.name.as_deref()));
+            validate_rule(rule)
+                .map_err(|reason| PolicyError::new(format!("{}: {reason}", what())))?;
+            for pattern in &rule.paths {
+                total_bytes += pattern.len();
+                if owner.len() >= MAX_PATTERNS || total_bytes > MAX_PATTERN_TOTAL_BYTES {
+                    return Err(PolicyError::new(format!(
+                        "{}: the policy holds more than {MAX_PATTERNS} globs or {MAX_PATTERN_TOTAL_BYTES} bytes of globs",
+                        what()
+                    )));
+                }
+                let glob = compile_glob(pattern).map_err(|reason| {
+                    PolicyError::new(format!("{}: path {pattern:?}: {reason}", what()))
+                })?;
+                builder.add(glob);
+                owner.push(index as u32);
+                if !rule.ignore {
+                    let (prefix, literal) = literal_prefix(pattern);
+                    reach.push((index, prefix.into(), literal));
+                }
+            }
+        }
+        let set = builder
+            .build()
+            .map_err(|error| PolicyError::new(format!("cannot compile the globs: {error}")))?;
+        Ok(Policy {
+            rules,
+            set,
+            owner,
+            reach,
+        })
+    }
+
+    /// A policy with no rules (every path gets every check).
+    pub fn empty() -> Self {
+        Self::new(Vec::new()).expect("an empty policy is valid")
+    }
+
+    /// The built-in policy for cloud VMs.
+    pub fn cloud_default() -> Self {
+        Self::from_toml_str(CLOUD_DEFAULT_TOML).expect("the built-in policy is valid")
+    }
+
+    /// Parses a policy written by people: `[[rule]]` tables with the keys `name`,
+    /// `paths`, `ignore`, `check`, `added_ok`, `growing`, `reason`. Unknown keys are
+    /// errors.
+    pub fn from_toml_str(text: &str) -> Result<Self, PolicyError> {
+        let file: TomlPolicy =
+            toml::from_str(text).map_err(|error| PolicyError::new(error.to_string()))?;
+        let rules = file
+            .rule
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.into_rule(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(rules)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The index of the first rule matching `path`.
+    pub fn rule_for(&self, path: &[u8]) -> Option<usize> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let candidate = Candidate::new(OsStr::from_bytes(path));
+        MATCHES.with(|matches| {
+            let mut matches = matches.borrow_mut();
+            self.set.matches_candidate_into(&candidate, &mut matches);
+            matches.iter().map(|&glob| self.owner[glob] as usize).min()
+        })
+    }
+
+    /// Whether a non-ignore rule placed before `bound` could match a path below the
+    /// directory `dir`. Conservative: it may say yes where no path will match (the walk
+    /// then lists the directory and records nothing), never no where one could.
+    pub fn reaches_below(&self, dir: &[u8], bound: usize) -> bool {
+        let mut below = Vec::with_capacity(dir.len() + 1);
+        below.extend_from_slice(dir);
+        if dir != b"/" {
+            below.push(b'/');
+        }
+        self.reach.iter().any(|(index, prefix, literal)| {
+            *index < bound
+                && ((prefix.starts_with(&below) && prefix.len() > below.len())
+                    || (!literal && below.starts_with(prefix)))
+        })
+    }
+
+    /// The rules of `first` followed by those of `then` (first match wins, so `first`
+    /// takes precedence).
+    pub fn chain(first: &Policy, then: &Policy) -> Result<Policy, PolicyError> {
+        let mut rules = first.rules.clone();
+        rules.extend(then.rules.iter().cloned());
+        Policy::new(rules)
+    }
+}
+
+impl Serialize for Policy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Policy", 1)?;
+        out.serialize_field("rules", &self.rules)?;
+        out.end()
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Rule", 7)?;
+        if let Some(name) = &self.name {
+            out.serialize_field("name", name)?;
+        }
+        out.serialize_field("paths", &self.paths)?;
+        if self.ignore {
+            out.serialize_field("ignore", &true)?;
+        } else {
+            out.serialize_field("check", &self.check.names().collect::<Vec<_>>())?;
+        }
+        if self.added_ok {
+            out.serialize_field("added_ok", &true)?;
+        }
+        if self.growing {
+            out.serialize_field("growing", &true)?;
+        }
+        if let Some(reason) = &self.reason {
+            out.serialize_field("reason", reason)?;
+        }
+        out.end()
+    }
+}
+
+fn name_suffix(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!(" {name:?}"),
+        None => String::new(),
+    }
+}
+
+/// The policy inside a manifest (JSON). Unknown keys are ignored there, as everywhere
+/// in a manifest (DESIGN §3); unknown *values* (a check name) are errors.
+#[derive(Deserialize)]
+pub(crate) struct RawPolicy {
+    rules: Vec<RawRule>,
+}
+
+impl RawPolicy {
+    pub(crate) fn into_policy(self) -> Result<Policy, PolicyError> {
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.into_rule(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Policy::new(rules)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlPolicy {
+    #[serde(default)]
+    rule: Vec<TomlRule>,
+}
+
+/// One spelling of a rule for both sources; TOML refuses unknown keys.
+macro_rules! raw_rule {
+    ($name:ident $(, $attr:meta)?) => {
+        #[derive(Deserialize)]
+        $(#[$attr])?
+        struct $name {
+            #[serde(default)]
+            name: Option<String>,
+            paths: Vec<String>,
+            #[serde(default)]
+            ignore: bool,
+            #[serde(default)]
+            check: Option<Vec<String>>,
+            #[serde(default)]
+            added_ok: bool,
+            #[serde(default)]
+            growing: bool,
+            #[serde(default)]
+            reason: Option<String>,
+        }
+
+        impl $name {
+            fn into_rule(self, index: usize) -> Result<Rule, PolicyError> {
+                build_rule(
+                    index,
+                    self.name,
+                    self.paths,
+                    self.ignore,
+                    self.check,
+                    self.added_ok,
+                    self.growing,
+                    self.reason,
+                )
+            }
+        }
+    };
+}
+
+raw_rule!(RawRule);
+raw_rule!(TomlRule, serde(deny_unknown_fields));
+
+#[allow(clippy::too_many_arguments)]
+fn build_rule(
+    index: usize,
+    name: Option<String>,
+    paths: Vec<String>,
+    ignore: bool,
+    check: Option<Vec<String>>,
+    added_ok: bool,
+    growing: bool,
+    reason: Option<String>,
+) -> Result<Rule, PolicyError> {
+    let what = || format!("rule {}{}", index + 1, name_suffix(name.as_deref()));
+    if ignore && check.is_some() {
+        return Err(PolicyError::new(format!(
+            "{}: an ignore rule checks nothing; drop `check` or `ignore`",
+            what()
+        )));
+    }
+    let checks = match &check {
+        None if ignore => Checks::NONE,
+        None => Checks::ALL,
+        Some(names) => {
+            let mut checks = Checks::NONE;
+            for name in names {
+                let one = Checks::parse(name).ok_or_else(|| {
+                    PolicyError::new(format!(
+                        "{}: unknown check {name:?} (known: content, mode, owner, type)",
+                        what()
+                    ))
+                })?;
+                checks = checks.union(one);
+            }
+            checks
+        }
+    };
+    Ok(Rule {
+        name,
+        paths,
+        ignore,
+        check: checks,
+        added_ok,
+        growing,
+        reason,
+    })
+}
+
+fn validate_text(field: &str, text: &Option<String>) -> Result<(), String> {
+    if let Some(text) = text {
+        if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+            return Err(format!("{field} must be 1 to {MAX_TEXT_BYTES} bytes"));
+        }
+        if text.chars().any(char::is_control) {
+            // Names and reasons reach reports and syslog: no line breaks, no escapes.
+            return Err(format!("{field} holds a control character"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_rule(rule: &Rule) -> Result<(), String> {
+    validate_text("name", &rule.name)?;
+    validate_text("reason", &rule.reason)?;
+    if rule.paths.is_empty() {
+        return Err("`paths` is empty".into());
+    }
+    if rule.paths.len() > MAX_PATTERNS_PER_RULE {
+        return Err(format!(
+            "{} paths; at most {MAX_PATTERNS_PER_RULE} per rule",
+            rule.paths.len()
+        ));
+    }
+    if rule.ignore && (rule.added_ok || rule.growing || rule.check != Checks::NONE) {
+        return Err("an ignore rule cannot also have check, added_ok or growing".into());
+    }
+    if rule.growing && !rule.check.contains(Checks::CONTENT) {
+        return Err("growing is a way to check content: it needs `content` in check".into());
+    }
+    Ok(())
+}
+
+/// Checks a glob's shape and compiles it.
+fn compile_glob(pattern: &str) -> Result<globset::Glob, String> {
+    if pattern.is_empty() || pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!(
+            "a path glob must be 1 to {MAX_PATTERN_BYTES} bytes"
+        ));
+    }
+    if pattern.contains('\0') {
+        return Err("holds a NUL byte".into());
+    }
+    if !(pattern.starts_with('/') || pattern.starts_with("**")) {
+        return Err("must start with '/' (paths are relative to the root) or '**'".into());
+    }
+    if pattern.len() > 1 && pattern.ends_with('/') {
+        return Err(
+            "ends with '/': write DIR for the directory itself, DIR/** for what is below it".into(),
+        );
+    }
+    if pattern.contains("//") {
+        return Err("holds an empty component ('//')".into());
+    }
+    if pattern
+        .split('/')
+        .any(|component| component == "." || component == "..")
+    {
+        return Err("holds a '.' or '..' component".into());
+    }
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|error| error.kind().to_string())
+}
+
+/// The bytes of `pattern` before its first special character, and whether the whole
+/// pattern is literal.
+fn literal_prefix(pattern: &str) -> (&[u8], bool) {
+    let bytes = pattern.as_bytes();
+    match bytes
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'{' | b'\\'))
+    {
+        Some(cut) => (&bytes[..cut], false),
+        None => (bytes, true),
+    }
+}
+
+/// "Not bounded": no ignored ancestor.
+pub const NO_BOUND: usize = usize::MAX;
+
+/// What the walk does with one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Select {
+    /// The path is an entry of the manifest.
+    pub record: bool,
+    /// (Directories) the walk lists it.
+    pub descend: bool,
+    /// Passed to the children: only rules before it can let them through.
+    pub bound: usize,
+}
+
+/// Decides one path, given the `bound` its parent passed down ([`NO_BOUND`] at the
+/// root). See the module documentation for the rules.
+pub fn select(
+    policy: Option<&Policy>,
+    exclusions: &Exclusions,
+    path: &[u8],
+    bound: usize,
+) -> Select {
+    let excluded_at = policy.map_or(0, Policy::len);
+    let own_bound = if exclusions.is_excluded(path) {
+        bound.min(excluded_at)
+    } else {
+        bound
+    };
+    let first = policy
+        .and_then(|policy| policy.rule_for(path))
+        .filter(|&index| index < bound);
+    let (record, bound) = match (first, policy) {
+        (Some(index), Some(policy)) if policy.rules[index].ignore => (false, own_bound.min(index)),
+        (Some(_), _) => (true, own_bound),
+        (None, _) => (own_bound == NO_BOUND, own_bound),
+    };
+    let descend = record
+        || (bound != NO_BOUND && policy.is_some_and(|policy| policy.reaches_below(path, bound)));
+    Select {
+        record,
+        descend,
+        bound,
+    }
+}
+
+/// Whether a walk of the root records `path`: [`select`] applied from the root down.
+pub fn selected(policy: Option<&Policy>, exclusions: &Exclusions, path: &[u8]) -> bool {
+    if path == b"/" {
+        return true;
+    }
+    let mut bound = NO_BOUND;
+    let mut end = 0;
+    loop {
+        let next = path[end + 1..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(path.len(), |at| end + 1 + at);
+        let here = select(policy, exclusions, &path[..next], bound);
+        if next == path.len() {
+            return here.record;
+        }
+        if !here.descend {
+            return false;
+        }
+        bound = here.bound;
+        end = next;
+    }
+}
+
+/// Where a rule in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The policy inside the (signed) baseline.
+    Baseline,
+    /// The agent's `--policy FILE`.
+    Local,
+}
+
+/// A rule in force, for reports: origin, 1-based number within its policy, the rule.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleRef<'a> {
+    pub origin: Origin,
+    pub number: usize,
+    pub rule: &'a Rule,
+}
+
+impl fmt::Display for RuleRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = match self.origin {
+            Origin::Baseline => "baseline",
+            Origin::Local => "local",
+        };
+        write!(f, "{origin} rule {}", self.number)?;
+        match &self.rule.name {
+            Some(name) => write!(f, " {name:?}"),
+            None => write!(f, " ({})", self.rule.paths.join(", ")),
+        }
+    }
+}
+
+/// What applies to one path.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    /// The first matching rule in force (`None`: no rule, every check).
+    pub rule: Option<RuleRef<'a>>,
+    /// A local rule that added checks.
+    pub added_by: Option<RuleRef<'a>>,
+    pub ignore: bool,
+    pub checks: Checks,
+    pub added_ok: bool,
+    pub growing: bool,
+}
+
+impl Verdict<'_> {
+    /// The rules to name in a report: the one that decided, and a local one that
+    /// added checks.
+    pub fn label(&self) -> Option<String> {
+        match (self.rule, self.added_by) {
+            (Some(rule), Some(added)) => Some(format!("{rule}; checks added by {added}")),
+            (rule, added) => rule.or(added).map(|rule| rule.to_string()),
+        }
+    }
+}
+
+/// Why a local policy was refused.
+pub fn refuse_weaker(local: &Policy) -> Result<(), PolicyError> {
+    for (index, rule) in local.rules.iter().enumerate() {
+        let what = if rule.ignore {
+            "ignore"
+        } else if rule.added_ok {
+            "added_ok"
+        } else if rule.growing {
+            "growing"
+        } else {
+            continue;
+        };
+        return Err(PolicyError::new(format!(
+            "local rule {}{} ({}) uses `{what}`: a local policy may only add checks to the \
+             baseline's signed policy, never remove them (--allow-weaker-policy overrides, and is logged)",
+            index + 1,
+            name_suffix(rule.name.as_deref()),
+            rule.paths.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The rules an agent applies: the baseline's policy, and a local policy that either
+/// only adds checks (the default) or, when explicitly allowed, takes precedence.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Decides selection and first match: the baseline's rules, preceded by the local
+    /// ones when they override.
+    pub scan: Policy,
+    /// With an override: how many leading rules of `scan` are local.
+    local_first: usize,
+    /// Without an override: local rules that only add checks.
+    additions: Option<Policy>,
+    pub exclusions: Exclusions,
+}
+
+impl Applied {
+    /// `local` must pass [`refuse_weaker`] unless `allow_weaker`.
+    pub fn new(
+        baseline: Option<&Policy>,
+        local: Option<&Policy>,
+        allow_weaker: bool,
+        exclusions: Exclusions,
+    ) -> Result<Self, PolicyError> {
+        let base = baseline.cloned().unwrap_or_else(Policy::empty);
+        match local {
+            Some(local) if allow_weaker => Ok(Applied {
+                scan: Policy::chain(local, &base)?,
+                local_first: local.len(),
+                additions: None,
+                exclusions,
+            }),
+            Some(local) => {
+                refuse_weaker(local)?;
+                Ok(Applied {
+                    scan: base,
+                    local_first: 0,
+                    additions: Some(local.clone()),
+                    exclusions,
+                })
+            }
+            None => Ok(Applied {
+                scan: base,
+                local_first: 0,
+                additions: None,
+                exclusions,
+            }),
+        }
+    }
+
+    fn rule_ref(&self, index: usize) -> RuleRef<'_> {
+        let (origin, number) = if index < self.local_first {
+            (Origin::Local, index + 1)
+        } else {
+            (Origin::Baseline, index - self.local_first + 1)
+        };
+        RuleRef {
+            origin,
+            number,
+            rule: &self.scan.rules[index],
+        }
+    }
+
+    /// What applies to `path`.
+    pub fn verdict(&self, path: &[u8]) -> Verdict<'_> {
+        let mut verdict = match self.scan.rule_for(path) {
+            Some(index) => {
+                let rule = &self.scan.rules[index];
+                Verdict {
+                    rule: Some(self.rule_ref(index)),
+                    added_by: None,
+                    ignore: rule.ignore,
+                    checks: rule.check,
+                    added_ok: rule.added_ok,
+                    growing: rule.growing,
+                }
+            }
+            None => Verdict {
+                rule: None,
+                added_by: None,
+                ignore: false,
+                checks: Checks::ALL,
+                added_ok: false,
+                growing: false,
+            },
+        };
+        if let Some(additions) = &self.additions {
+            if let Some(index) = additions.rule_for(path) {
+                let rule = &additions.rules[index];
+                verdict.checks = verdict.checks.union(rule.check);
+                if rule.check.contains(Checks::CONTENT) {
+                    verdict.growing = false;
+                }
+                verdict.added_by = Some(RuleRef {
+                    origin: Origin::Local,
+                    number: index + 1,
+                    rule,
+                });
+            }
+        }
+        verdict
+    }
+
+    /// What applies to `path`, and if it is not scanned, what stops it
+    /// (`integrity-agent --explain`).
+    pub fn explain(&self, path: &[u8]) -> Explanation<'_> {
+        let policy = Some(&self.scan);
+        let excluded_at = self.scan.len();
+        let mut bound = NO_BOUND;
+        let mut blocked_at: Vec<u8> = Vec::new();
+        let mut end = 0;
+        let scanned = loop {
+            if path == b"/" {
+                break true;
+            }
+            let next = path[end + 1..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(path.len(), |at| end + 1 + at);
+            let prefix = &path[..next];
+            let here = select(policy, &self.exclusions, prefix, bound);
+            if here.bound < bound {
+                blocked_at = prefix.to_vec();
+            }
+            bound = here.bound;
+            if next == path.len() {
+                break here.record;
+            }
+            if !here.descend {
+                break false;
+            }
+            end = next;
+        };
+        let not_scanned = if scanned {
+            None
+        } else if bound >= excluded_at {
+            Some(NotScanned::Excluded(blocked_at))
+        } else {
+            Some(NotScanned::Ignored {
+                by: self.rule_ref(bound),
+                at: blocked_at,
+            })
+        };
+        Explanation {
+            verdict: self.verdict(path),
+            not_scanned,
+        }
+    }
+
+    /// Whether a walk under these rules records `path`.
+    pub fn selected(&self, path: &[u8]) -> bool {
+        selected(Some(&self.scan), &self.exclusions, path)
+    }
+
+    /// Judges one anomaly of a plain diff. `grew` answers, for a `growing` file whose
+    /// size did not shrink, whether the baseline's bytes are still its prefix.
+    pub fn judge<'a>(
+        &'a self,
+        anomaly: Anomaly<'a>,
+        grew: &mut dyn FnMut(&FileIntegrityEntry, &FileIntegrityEntry) -> bool,
+    ) -> Judged<'a> {
+        let verdict = self.verdict(anomaly.path);
+        let allowed = |why: &'static str| Judged::Allowed {
+            anomaly,
+            verdict,
+            why,
+        };
+        match anomaly.kind {
+            AnomalyKind::Deleted if !self.selected(anomaly.path) => Judged::NotScanned,
+            AnomalyKind::Deleted => Judged::Report { anomaly, verdict },
+            AnomalyKind::Added if verdict.added_ok => allowed("added_ok"),
+            AnomalyKind::Added => Judged::Report { anomaly, verdict },
+            AnomalyKind::TypeChanged if !verdict.checks.contains(Checks::TYPE) => {
+                allowed("type not checked")
+            }
+            AnomalyKind::TypeChanged => Judged::Report { anomaly, verdict },
+            AnomalyKind::Modified if !verdict.checks.contains(Checks::CONTENT) => {
+                allowed("content not checked")
+            }
+            AnomalyKind::Modified if verdict.growing => match (anomaly.baseline, anomaly.current) {
+                (Some(old), Some(new))
+                    if old.kind == EntryKind::File
+                        && matches!((old.size, new.size), (Some(was), Some(now)) if now > was)
+                        && grew(old, new) =>
+                {
+                    allowed("growing: grew, earlier bytes unchanged")
+                }
+                _ => Judged::Report { anomaly, verdict },
+            },
+            AnomalyKind::Modified => Judged::Report { anomaly, verdict },
+            AnomalyKind::MetadataChanged => {
+                let mut kept = ChangedFields::default();
+                let mut masked = false;
+                for (field, check) in [
+                    (ChangedFields::MODE, Checks::MODE),
+                    (ChangedFields::UID, Checks::OWNER),
+                    (ChangedFields::GID, Checks::OWNER),
+                ] {
+                    if anomaly.changed.contains(field) {
+                        if verdict.checks.contains(check) {
+                            kept = kept.with(field);
+                        } else {
+                            masked = true;
+                        }
+                    }
+                }
+                if kept.is_empty() {
+                    allowed("metadata not checked")
+                } else if masked {
+                    Judged::Report {
+                        anomaly: Anomaly {
+                            changed: kept,
+                            ..anomaly
+                        },
+                        verdict,
+                    }
+                } else {
+                    Judged::Report { anomaly, verdict }
+                }
+            }
+        }
+    }
+}
+
+/// The fate of one anomaly under a policy.
+#[derive(Debug, Clone, Copy)]
+pub enum Judged<'a> {
+    /// Drift to report (metadata fields the rule does not check removed).
+    Report {
+        anomaly: Anomaly<'a>,
+        verdict: Verdict<'a>,
+    },
+    /// A change the policy lets through (shown with `--verbose`).
+    Allowed {
+        anomaly: Anomaly<'a>,
+        verdict: Verdict<'a>,
+        why: &'static str,
+    },
+    /// A baseline entry below something these rules do not scan: not a deletion.
+    NotScanned,
+}
+
+/// The answer of [`Applied::explain`].
+#[derive(Debug, Clone)]
+pub struct Explanation<'a> {
+    pub verdict: Verdict<'a>,
+    /// `None`: the path is scanned, and `verdict` says what is checked.
+    pub not_scanned: Option<NotScanned<'a>>,
+}
+
+/// Why a path is not scanned.
+#[derive(Debug, Clone)]
+pub enum NotScanned<'a> {
+    /// An `ignore` rule matched it, or the directory `at` above it.
+    Ignored { by: RuleRef<'a>, at: Vec<u8> },
+    /// It is, or lies below, the excluded path `at` (default list or `--exclude`).
+    Excluded(Vec<u8>),
+}
