@@ -576,3 +576,95 @@ fn paths_beyond_path_max_are_errors_not_a_failed_scan() {
     assert!(has(&baseline, format!("/{name}").as_bytes()));
     assert!(has(&baseline, b"/etc/passwd"));
 }
+
+#[test]
+fn the_baseline_carries_the_policy_and_its_ignored_paths_are_not_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    write(&root.join("etc/hostname"), b"golden\n");
+    write(&root.join("var/lib/cloud/instance/boot-finished"), b"1\n");
+    write(&root.join("var/log/dpkg.log"), b"install\n");
+    write(&root.join("var/log/syslog"), b"boot\n");
+    let out = dir.path().join("b.json");
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("--root"),
+            root.as_os_str(),
+            OsStr::new("--image-id"),
+            OsStr::new("img"),
+            OsStr::new("-o"),
+            out.as_os_str(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        collector(&args)
+    };
+
+    // Default: the built-in cloud policy, embedded and applied while scanning.
+    let default = run(&[]);
+    assert_eq!(default.status.code(), Some(0), "{default:?}");
+    let baseline = Baseline::from_json_slice(&fs::read(&out).unwrap()).unwrap();
+    let policy = baseline.policy.expect("the default policy is embedded");
+    assert_eq!(policy, integrity_common::Policy::cloud_default());
+    let paths: Vec<&[u8]> = baseline.entries.iter().map(|e| &*e.path).collect();
+    assert!(paths.contains(&&b"/var/lib/cloud"[..]));
+    assert!(!paths.contains(&&b"/var/lib/cloud/instance"[..]));
+    assert!(
+        paths.contains(&&b"/var/log/dpkg.log"[..]),
+        "a growing rule reaches into /var/log"
+    );
+    assert!(!paths.contains(&&b"/var/log/syslog"[..]));
+
+    // --no-policy: none embedded, only the exclusions apply.
+    assert_eq!(run(&["--no-policy"]).status.code(), Some(0));
+    let bare = Baseline::from_json_slice(&fs::read(&out).unwrap()).unwrap();
+    assert!(bare.policy.is_none());
+    assert!(!String::from_utf8(fs::read(&out).unwrap())
+        .unwrap()
+        .contains("\"policy\""));
+    assert!(bare
+        .entries
+        .iter()
+        .any(|e| &*e.path == b"/var/lib/cloud/instance/boot-finished"));
+
+    // --policy FILE, and clear errors for a bad one (nothing written).
+    let policy_file = dir.path().join("p.toml");
+    fs::write(
+        &policy_file,
+        "[[rule]]\nname = \"no etc\"\npaths = [\"/etc/**\"]\nignore = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        run(&["--policy", policy_file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let custom = Baseline::from_json_slice(&fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        custom.policy.unwrap().rules()[0].name.as_deref(),
+        Some("no etc")
+    );
+    assert!(!custom.entries.iter().any(|e| &*e.path == b"/etc/hostname"));
+    fs::remove_file(&out).unwrap();
+    fs::write(&policy_file, "[[rule]]\npaths = [\"/etc/\"]\n").unwrap();
+    let bad = run(&["--policy", policy_file.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("p.toml: rule 1: path \"/etc/\""),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let both = run(&["--policy", "x.toml", "--no-policy"]);
+    assert_eq!(both.status.code(), Some(2));
+
+    // The built-in policy, printable, is what gets embedded.
+    let printed = collector(&[OsStr::new("--print-default-policy")]);
+    assert_eq!(printed.status.code(), Some(0));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(
+        integrity_common::Policy::from_toml_str(&text).unwrap(),
+        policy
+    );
+    assert!(text.contains("# --- Per-instance identity"));
+}

@@ -140,13 +140,6 @@ pub struct Rule {
     pub reason: Option<String>,
 }
 
-impl Rule {
-    /// Whether the rule lets anything through that a rule-less path would report.
-    pub fn weakens(&self) -> bool {
-        self.ignore || self.added_ok || self.growing || self.check != Checks::ALL
-    }
-}
-
 /// Why a policy was refused. The message names the rule (1-based, as people count) and
 /// the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -949,4 +942,409 @@ pub enum NotScanned<'a> {
     Ignored { by: RuleRef<'a>, at: Vec<u8> },
     /// It is, or lies below, the excluded path `at` (default list or `--exclude`).
     Excluded(Vec<u8>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Sha256Digest;
+
+    fn policy(toml: &str) -> Policy {
+        Policy::from_toml_str(toml).unwrap()
+    }
+
+    fn error(toml: &str) -> String {
+        Policy::from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    fn entry(path: &str, kind: EntryKind, content: &[u8], mode: u32) -> FileIntegrityEntry {
+        FileIntegrityEntry {
+            path: path.as_bytes().into(),
+            sha256: kind.has_content().then(|| Sha256Digest::of(content)),
+            mode,
+            uid: 0,
+            gid: 0,
+            kind,
+            size: (kind == EntryKind::File).then_some(content.len() as u64),
+            target: None,
+            rdev: None,
+        }
+    }
+
+    const SAMPLE: &str = r#"
+        [[rule]]
+        name = "keep one log"
+        paths = ["/var/log/dpkg.log"]
+        growing = true
+
+        [[rule]]
+        paths = ["/var/lib/cloud/scripts/**"]
+
+        [[rule]]
+        name = "cloud"
+        paths = ["/var/lib/cloud/**"]
+        ignore = true
+
+        [[rule]]
+        paths = ["/etc/hostname", "/etc/ssh/ssh_host_*"]
+        check = ["mode", "owner"]
+        added_ok = true
+
+        [[rule]]
+        paths = ["/etc/**"]
+        check = ["content", "mode", "owner", "type"]
+    "#;
+
+    #[test]
+    fn first_match_wins() {
+        let p = policy(SAMPLE);
+        assert_eq!(p.rule_for(b"/etc/hostname"), Some(3));
+        assert_eq!(p.rule_for(b"/etc/passwd"), Some(4));
+        assert_eq!(p.rule_for(b"/var/lib/cloud/scripts/x"), Some(1));
+        assert_eq!(p.rule_for(b"/var/lib/cloud/instance"), Some(2));
+        assert_eq!(p.rule_for(b"/usr/bin/ls"), None);
+        // `*` stays within one component; `DIR/**` is not DIR itself.
+        assert_eq!(p.rule_for(b"/etc/ssh/ssh_host_rsa_key"), Some(3));
+        assert_eq!(p.rule_for(b"/var/lib/cloud"), None);
+        // Bytes that are not UTF-8 match too.
+        assert_eq!(p.rule_for(b"/etc/\xff"), Some(4));
+    }
+
+    #[test]
+    fn ignored_trees_are_not_walked_unless_an_earlier_rule_reaches_in() {
+        let p = policy(SAMPLE);
+        let ex = Exclusions::defaults();
+        let sel = |path: &str| selected(Some(&p), &ex, path.as_bytes());
+        assert!(sel("/var/lib/cloud"));
+        assert!(!sel("/var/lib/cloud/instance"));
+        assert!(!sel("/var/lib/cloud/instance/user-data.txt"));
+        // An earlier rule reaches below the ignored directory.
+        assert!(!sel("/var/lib/cloud/scripts"), "ignored itself, but walked");
+        assert!(sel("/var/lib/cloud/scripts/per-boot/x"));
+        let at = |path: &str| select(Some(&p), &ex, path.as_bytes(), NO_BOUND);
+        assert!(at("/var/lib/cloud/scripts").descend);
+        assert!(!at("/var/lib/cloud/instance").descend);
+        // The exclusions come after every rule: one file inside /var/log is reached.
+        assert!(sel("/var/log/dpkg.log"));
+        assert!(!sel("/var/log"));
+        assert!(!sel("/var/log/syslog"));
+        assert!(!sel("/var/log/apt/history.log"));
+        assert!(at("/var/log").descend);
+        assert!(!at("/proc").descend, "no rule reaches into /proc");
+        assert!(sel("/usr/bin/ls") && sel("/etc/passwd") && sel("/"));
+    }
+
+    #[test]
+    fn without_a_policy_exclusions_behave_as_before() {
+        let ex = Exclusions::defaults();
+        for (path, want) in [
+            ("/proc", false),
+            ("/proc/1", false),
+            ("/procfoo", true),
+            ("/var/log/x", false),
+            ("/var", true),
+        ] {
+            assert_eq!(selected(None, &ex, path.as_bytes()), want, "{path}");
+            assert_eq!(
+                selected(Some(&Policy::empty()), &ex, path.as_bytes()),
+                want,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rule_for_an_excluded_directory_itself_does_not_open_its_tree() {
+        let p = policy("[[rule]]\npaths = [\"/var/log\"]\ncheck = [\"mode\"]\n");
+        let ex = Exclusions::defaults();
+        assert!(selected(Some(&p), &ex, b"/var/log"));
+        assert!(!selected(Some(&p), &ex, b"/var/log/syslog"));
+    }
+
+    #[test]
+    fn people_get_clear_errors() {
+        for (toml, want) in [
+            (
+                "[[rule]]\npaths = [\"/a\"]\nignroe = true\n",
+                "unknown field `ignroe`",
+            ),
+            (
+                "[[rule]]\npaths = [\"/a\"]\ncheck = [\"contents\"]\n",
+                "rule 1: unknown check \"contents\"",
+            ),
+            (
+                "[[rule]]\npaths = [\"/a\"]\nignore = true\ncheck = []\n",
+                "an ignore rule checks nothing",
+            ),
+            (
+                "[[rule]]\npaths = [\"/a\"]\nignore = true\nadded_ok = true\n",
+                "cannot also have",
+            ),
+            (
+                "[[rule]]\npaths = [\"/a\"]\ngrowing = true\ncheck = [\"mode\"]\n",
+                "needs `content`",
+            ),
+            ("[[rule]]\npaths = []\n", "`paths` is empty"),
+            ("[[rule]]\npaths = [\"etc/x\"]\n", "must start with '/'"),
+            (
+                "[[rule]]\npaths = [\"/var/cache/\"]\n",
+                "DIR/** for what is below it",
+            ),
+            ("[[rule]]\npaths = [\"/a/../b\"]\n", "'..'"),
+            ("[[rule]]\npaths = [\"/a//b\"]\n", "'//'"),
+            (
+                "[[rule]]\npaths = [\"/a/[b\"]\n",
+                "unclosed character class",
+            ),
+            (
+                "[[rule]]\nname = \"x\\ny\"\npaths = [\"/a\"]\n",
+                "control character",
+            ),
+            ("[[rules]]\npaths = [\"/a\"]\n", "unknown field `rules`"),
+            (
+                "[[rule]]\npaths = [\"/a\"]\n\n[[rule]]\nname = \"second\"\npaths = [\"\"]\n",
+                "rule 2 \"second\"",
+            ),
+        ] {
+            let got = error(toml);
+            assert!(got.contains(want), "{toml:?}: {got}");
+        }
+        let many = "[[rule]]\npaths = [\"/a\"]\n".repeat(MAX_RULES + 1);
+        assert!(error(&many).contains("at most 1000"));
+        let long = format!(
+            "[[rule]]\npaths = [\"/{}\"]\n",
+            "a".repeat(MAX_PATTERN_BYTES)
+        );
+        assert!(error(&long).contains("1 to 1024 bytes"));
+    }
+
+    #[test]
+    fn the_built_in_policy_parses_and_every_rule_says_why() {
+        let p = Policy::cloud_default();
+        assert!(p.len() >= 10);
+        for rule in p.rules() {
+            assert!(rule.name.is_some() && rule.reason.is_some(), "{rule:?}");
+        }
+        let ex = Exclusions::defaults();
+        for path in [
+            "/etc/machine-id",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc/ssh/ssh_host_ed25519_key",
+        ] {
+            let rule = &p.rules()[p.rule_for(path.as_bytes()).unwrap()];
+            assert!(!rule.check.contains(Checks::CONTENT), "{path}");
+        }
+        for path in [
+            "/etc/passwd",
+            "/etc/shadow",
+            "/etc/sudoers",
+            "/etc/pam.d/common-auth",
+            "/usr/bin/find",
+            "/etc/cron.d/x",
+            "/root/.ssh/authorized_keys",
+            "/root/.bashrc",
+            "/etc/apt/sources.list",
+        ] {
+            assert_eq!(
+                p.rule_for(path.as_bytes()),
+                None,
+                "{path} must stay fully checked"
+            );
+            assert!(selected(Some(&p), &ex, path.as_bytes()));
+        }
+        assert!(!selected(
+            Some(&p),
+            &ex,
+            b"/var/lib/cloud/instance/boot-finished"
+        ));
+        assert!(selected(Some(&p), &ex, b"/var/log/dpkg.log"));
+        assert!(p.rules()[p.rule_for(b"/var/log/dpkg.log").unwrap()].growing);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_field() {
+        let p = policy(SAMPLE);
+        let json = serde_json::to_string(&p).unwrap();
+        let raw: RawPolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(raw.into_policy().unwrap(), p);
+        // Inside a manifest unknown keys are ignored, unknown values are not.
+        let lenient: RawPolicy =
+            serde_json::from_str(r#"{"rules":[{"paths":["/a"],"future":1}],"version":2}"#).unwrap();
+        assert_eq!(lenient.into_policy().unwrap().rules()[0].check, Checks::ALL);
+        let strict: RawPolicy =
+            serde_json::from_str(r#"{"rules":[{"paths":["/a"],"check":["xattrs"]}]}"#).unwrap();
+        assert!(strict.into_policy().is_err());
+    }
+
+    fn applied(toml: &str) -> Applied {
+        Applied::new(Some(&policy(toml)), None, false, Exclusions::defaults()).unwrap()
+    }
+
+    fn judge<'a>(applied: &'a Applied, anomaly: Anomaly<'a>, prefix_ok: bool) -> Judged<'a> {
+        applied.judge(anomaly, &mut |_, _| prefix_ok)
+    }
+
+    #[test]
+    fn judging_masks_what_a_rule_does_not_check() {
+        let a = applied(SAMPLE);
+        let old = entry("/etc/hostname", EntryKind::File, b"golden\n", 0o644);
+        let new = entry("/etc/hostname", EntryKind::File, b"vm-1\n", 0o666);
+        let mut found = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&new));
+        let (modified, metadata) = (found.next().unwrap(), found.next().unwrap());
+        assert!(matches!(
+            judge(&a, modified, false),
+            Judged::Allowed {
+                why: "content not checked",
+                ..
+            }
+        ));
+        match judge(&a, metadata, false) {
+            Judged::Report { anomaly, verdict } => {
+                assert_eq!(anomaly.changed, ChangedFields::MODE);
+                assert_eq!(verdict.rule.unwrap().number, 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An owner change alone is checked too; a type change is not (not in `check`).
+        let link = entry("/etc/hostname", EntryKind::Dir, b"", 0o644);
+        let kind = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&link))
+            .next()
+            .unwrap();
+        assert!(matches!(
+            judge(&a, kind, false),
+            Judged::Allowed {
+                why: "type not checked",
+                ..
+            }
+        ));
+        // added_ok: a new host key is fine, a new file in /etc is not.
+        let key = entry("/etc/ssh/ssh_host_rsa_key", EntryKind::File, b"k", 0o600);
+        let evil = entry(
+            "/etc/cron.d/evil",
+            EntryKind::File,
+            b"* * * * * root sh",
+            0o644,
+        );
+        for (added, allowed) in [(&key, true), (&evil, false)] {
+            let anomaly = crate::diff(&[], std::slice::from_ref(added))
+                .next()
+                .unwrap();
+            assert_eq!(
+                matches!(judge(&a, anomaly, false), Judged::Allowed { .. }),
+                allowed
+            );
+        }
+    }
+
+    #[test]
+    fn growing_files_may_only_grow() {
+        let a = applied(SAMPLE);
+        let old = entry("/var/log/dpkg.log", EntryKind::File, b"one\n", 0o644);
+        for (now, prefix_ok, allowed) in [
+            (&b"one\ntwo\n"[..], true, true),
+            (b"one\ntwo\n", false, false), // earlier bytes edited
+            (b"", true, false),            // truncated
+            (b"two\n", true, false),       // same size, other bytes
+        ] {
+            let new = entry("/var/log/dpkg.log", EntryKind::File, now, 0o644);
+            let anomaly = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&new))
+                .next()
+                .unwrap();
+            let judged = judge(&a, anomaly, prefix_ok);
+            assert_eq!(
+                matches!(judged, Judged::Allowed { .. }),
+                allowed,
+                "{now:?} {prefix_ok}"
+            );
+        }
+        // Deleted is reported; a path these rules do not scan is not a deletion.
+        let gone = crate::diff(std::slice::from_ref(&old), &[]).next().unwrap();
+        assert!(matches!(judge(&a, gone, true), Judged::Report { .. }));
+        let syslog = entry("/var/log/syslog", EntryKind::File, b"x", 0o644);
+        let gone = crate::diff(std::slice::from_ref(&syslog), &[])
+            .next()
+            .unwrap();
+        assert!(matches!(judge(&a, gone, true), Judged::NotScanned));
+    }
+
+    #[test]
+    fn a_local_policy_may_only_add_checks() {
+        let base = policy(SAMPLE);
+        for (weaker, path) in [
+            (
+                "[[rule]]\npaths = [\"/usr/bin/**\"]\nignore = true\n",
+                "/usr/bin/x",
+            ),
+            (
+                "[[rule]]\npaths = [\"/etc/**\"]\nadded_ok = true\n",
+                "/etc/x",
+            ),
+            (
+                "[[rule]]\npaths = [\"/etc/passwd\"]\ngrowing = true\n",
+                "/etc/passwd",
+            ),
+        ] {
+            let local = policy(weaker);
+            let error =
+                Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap_err();
+            assert!(error.to_string().contains("may only add checks"), "{error}");
+            // Explicitly allowed: the local rule takes precedence.
+            let over =
+                Applied::new(Some(&base), Some(&local), true, Exclusions::defaults()).unwrap();
+            assert_eq!(
+                over.verdict(path.as_bytes()).rule.unwrap().origin,
+                Origin::Local
+            );
+        }
+        // A stricter rule adds to the baseline's: content of /etc/hostname checked again.
+        let local = policy("[[rule]]\npaths = [\"/etc/hostname\"]\n");
+        let a = Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap();
+        let verdict = a.verdict(b"/etc/hostname");
+        assert_eq!(verdict.checks, Checks::ALL);
+        assert!(verdict.added_ok, "added_ok stays the baseline's");
+        assert_eq!(verdict.added_by.unwrap().origin, Origin::Local);
+        // But a path the baseline ignores stays unscanned: there is nothing to compare.
+        let local = policy("[[rule]]\npaths = [\"/var/lib/cloud/**\"]\n");
+        let a = Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap();
+        assert!(!a.selected(b"/var/lib/cloud/instance"));
+    }
+
+    #[test]
+    fn an_allowed_override_is_first_match_over_local_then_baseline() {
+        let base = policy(SAMPLE);
+        let local = policy("[[rule]]\npaths = [\"/usr/bin/**\"]\nignore = true\n");
+        let a = Applied::new(Some(&base), Some(&local), true, Exclusions::defaults()).unwrap();
+        assert!(!a.selected(b"/usr/bin/ls"));
+        assert_eq!(
+            a.verdict(b"/usr/bin/ls").rule.unwrap().origin,
+            Origin::Local
+        );
+        let host = a.verdict(b"/etc/hostname").rule.unwrap();
+        assert_eq!((host.origin, host.number), (Origin::Baseline, 4));
+        assert_eq!(
+            host.to_string(),
+            "baseline rule 4 (/etc/hostname, /etc/ssh/ssh_host_*)"
+        );
+    }
+
+    #[test]
+    fn explain_names_what_stops_a_path() {
+        let a = applied(SAMPLE);
+        match a.explain(b"/var/lib/cloud/instance/x").not_scanned {
+            Some(NotScanned::Ignored { by, at }) => {
+                assert_eq!(by.number, 3);
+                assert_eq!(at, b"/var/lib/cloud/instance");
+            }
+            other => panic!("{other:?}"),
+        }
+        match a.explain(b"/var/log/apt/history.log").not_scanned {
+            Some(NotScanned::Excluded(at)) => assert_eq!(at, b"/var/log"),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.explain(b"/var/log/dpkg.log").not_scanned.is_none());
+        assert!(a.explain(b"/").not_scanned.is_none());
+        assert!(a.explain(b"/usr/bin/ls").verdict.rule.is_none());
+    }
 }

@@ -190,6 +190,34 @@ fn hostile_bodies_get_400_and_change_nothing() {
             "not UTF-8",
             String::from_utf8_lossy(b"{\"image_id\":\"\xff\"}").into_owned(),
         ),
+        (
+            "policy with a bad glob",
+            good.replacen(
+                "\"entries\"",
+                r#""policy":{"rules":[{"paths":["/a/["]}]},"entries""#,
+                1,
+            ),
+        ),
+        (
+            "policy with an unknown check",
+            good.replacen(
+                "\"entries\"",
+                r#""policy":{"rules":[{"paths":["/a"],"check":["all"]}]},"entries""#,
+                1,
+            ),
+        ),
+        (
+            "policy with a traversal glob",
+            good.replacen(
+                "\"entries\"",
+                r#""policy":{"rules":[{"paths":["/../**"],"ignore":true}]},"entries""#,
+                1,
+            ),
+        ),
+        (
+            "policy that is not an object",
+            good.replacen("\"entries\"", r#""policy":"ignore all","entries""#, 1),
+        ),
     ];
     for (what, body) in &hostile {
         let answer = post(&server, "/baselines", body.as_bytes(), &[]);
