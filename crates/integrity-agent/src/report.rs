@@ -35,10 +35,9 @@ pub struct Findings<'a> {
 pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()> {
     for (index, anomaly) in findings.anomalies.iter().enumerate() {
         if findings.verbose {
-            // DESIGN §5's line plus the rule in force (null: no rule, every check).
-            let mut line = serde_json::to_value(anomaly)?;
-            line["rule"] = findings.rules.get(index).cloned().flatten().into();
-            serde_json::to_writer(&mut *out, &line)?;
+            // DESIGN §5's line, in its order, plus the rule in force (null: no rule).
+            let rule = findings.rules.get(index).cloned().flatten();
+            write_with(out, serde_json::to_vec(anomaly)?, "rule", rule.into())?;
         } else {
             serde_json::to_writer(&mut *out, anomaly)?;
         }
@@ -72,15 +71,32 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     // `summary` first, its counts in DESIGN §5's order; the source beside it.
     out.write_all(b"{\"summary\":")?;
     if findings.verbose {
-        let mut summary = serde_json::to_value(findings.summary)?;
-        summary["allowed"] = findings.allowed.len().into();
-        serde_json::to_writer(&mut *out, &summary)?;
+        let summary = serde_json::to_vec(&findings.summary)?;
+        write_with(out, summary, "allowed", findings.allowed.len().into())?;
     } else {
         serde_json::to_writer(&mut *out, &findings.summary)?;
     }
     out.write_all(b",\"baseline\":")?;
     serde_json::to_writer(&mut *out, &baseline)?;
     out.write_all(b"}\n")
+}
+
+/// Writes the JSON object `value` with one more field at its end.
+fn write_with(
+    out: &mut dyn Write,
+    mut bytes: Vec<u8>,
+    key: &str,
+    extra: serde_json::Value,
+) -> io::Result<()> {
+    if bytes.pop() != Some(b'}') {
+        return Err(io::Error::other("not a JSON object"));
+    }
+    bytes.push(b',');
+    serde_json::to_writer(&mut bytes, key)?;
+    bytes.push(b':');
+    serde_json::to_writer(&mut bytes, &extra)?;
+    bytes.push(b'}');
+    out.write_all(&bytes)
 }
 
 /// The order and headings of the text report.
