@@ -278,6 +278,13 @@ impl Agent {
             args.exclude.iter().map(PathBuf::as_path),
         )
         .map_err(|reason| anyhow::anyhow!(reason))?;
+        for path in &args.exclude {
+            // A local exclusion narrows what the image's policy checks: say so.
+            warn(format!(
+                "--exclude {}: not checked on this machine (baseline entries below it are not compared)",
+                path.display()
+            ));
+        }
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(threads) = args.threads {
             pool = pool.num_threads(threads);

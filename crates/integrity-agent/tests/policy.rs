@@ -387,3 +387,20 @@ fn explain_says_which_rule_applies_and_why() {
     let none = agent(&root, &bare, &["--explain", "/etc/hostname"]);
     assert_eq!(json_lines(&none)[0]["checks"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn a_local_exclusion_is_announced_and_not_read_as_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path());
+    let baseline = dir.path().join("b.json");
+    collect(&root, &Policy::from_toml_str(POLICY).unwrap(), &baseline);
+    fs::write(root.join("usr/bin/tool"), "changed\n").unwrap();
+    let out = agent(&root, &baseline, &["--exclude", "/usr"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(found(&out, "anomaly").is_empty());
+    assert!(
+        stderr(&out).contains("--exclude /usr: not checked on this machine"),
+        "{}",
+        stderr(&out)
+    );
+}
