@@ -587,24 +587,42 @@ pub fn select(
 
 /// Whether a walk of the root records `path`: [`select`] applied from the root down.
 pub fn selected(policy: Option<&Policy>, exclusions: &Exclusions, path: &[u8]) -> bool {
+    walk(policy, exclusions, path).scanned
+}
+
+/// [`select`] applied from the root down to `path`.
+struct Walked {
+    scanned: bool,
+    /// The bound in force at `path`.
+    bound: usize,
+    /// Length of the prefix of `path` where that bound was set (what stopped it).
+    blocked_len: usize,
+}
+
+fn walk(policy: Option<&Policy>, exclusions: &Exclusions, path: &[u8]) -> Walked {
+    let mut walked = Walked {
+        scanned: true,
+        bound: NO_BOUND,
+        blocked_len: 0,
+    };
     if path == b"/" {
-        return true;
+        return walked;
     }
-    let mut bound = NO_BOUND;
     let mut end = 0;
     loop {
         let next = path[end + 1..]
             .iter()
             .position(|&b| b == b'/')
             .map_or(path.len(), |at| end + 1 + at);
-        let here = select(policy, exclusions, &path[..next], bound);
-        if next == path.len() {
-            return here.record;
+        let here = select(policy, exclusions, &path[..next], walked.bound);
+        if here.bound < walked.bound {
+            walked.blocked_len = next;
         }
-        if !here.descend {
-            return false;
+        walked.bound = here.bound;
+        if next == path.len() || !here.descend {
+            walked.scanned = next == path.len() && here.record;
+            return walked;
         }
-        bound = here.bound;
         end = next;
     }
 }
@@ -791,40 +809,15 @@ impl Applied {
     /// What applies to `path`, and if it is not scanned, what stops it
     /// (`integrity-agent --explain`).
     pub fn explain(&self, path: &[u8]) -> Explanation<'_> {
-        let policy = Some(&self.scan);
-        let excluded_at = self.scan.len();
-        let mut bound = NO_BOUND;
-        let mut blocked_at: Vec<u8> = Vec::new();
-        let mut end = 0;
-        let scanned = loop {
-            if path == b"/" {
-                break true;
-            }
-            let next = path[end + 1..]
-                .iter()
-                .position(|&b| b == b'/')
-                .map_or(path.len(), |at| end + 1 + at);
-            let prefix = &path[..next];
-            let here = select(policy, &self.exclusions, prefix, bound);
-            if here.bound < bound {
-                blocked_at = prefix.to_vec();
-            }
-            bound = here.bound;
-            if next == path.len() {
-                break here.record;
-            }
-            if !here.descend {
-                break false;
-            }
-            end = next;
-        };
-        let not_scanned = if scanned {
+        let walked = walk(Some(&self.scan), &self.exclusions, path);
+        let blocked_at = path[..walked.blocked_len].to_vec();
+        let not_scanned = if walked.scanned {
             None
-        } else if bound >= excluded_at {
+        } else if walked.bound >= self.scan.len() {
             Some(NotScanned::Excluded(blocked_at))
         } else {
             Some(NotScanned::Ignored {
-                by: self.rule_ref(bound),
+                by: self.rule_ref(walked.bound),
                 at: blocked_at,
             })
         };
