@@ -10,7 +10,8 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
+mod common;
+use common::{ctl, p, text, CTL};
 const VERSION: &str = "1.2.3";
 const BUNDLE_FILES: [&str; 6] = [
     "core-1.2.3.tar.zst",
@@ -29,26 +30,6 @@ const REPRODUCIBLE: [&str; 5] = [
     "checksums.txt",
 ];
 const NON_ASCII: &str = "données-é.txt";
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
     Command::new(program)

@@ -3,18 +3,10 @@
 //! the tamper-evident log.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{ctl, p};
 
 fn ok(output: Output) -> String {
     let text = format!(
@@ -24,10 +16,6 @@ fn ok(output: Output) -> String {
     );
     assert!(output.status.success(), "failed: {text}");
     text
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]

@@ -10,32 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "failed: {}", text(&output));
-    output
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::{ctl, ok, p, text, CTL};
 
 struct Root {
     dir: tempfile::TempDir,

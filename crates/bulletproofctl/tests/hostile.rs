@@ -13,7 +13,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
+mod common;
+use common::{ctl, p, CTL};
 
 /// The trusted comment of the re-signed 2.0.0 bundles.
 const V2_COMMENT: &str = "version:2.0.0\ttimestamp:2026-01-01T00:00:00Z";
@@ -26,16 +27,6 @@ fn bundle_files(version: &str) -> [String; 4] {
         format!("manifest-{version}.json"),
         format!("sbom-{version}.json"),
     ]
-}
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .env_remove("BULLETPROOF_ROOT")
-        .env_remove("BULLETPROOF_CRASH_AT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn text(output: &Output) -> String {
@@ -56,10 +47,6 @@ fn ctl_ok(args: &[&str]) -> Output {
         text(&output)
     );
     output
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) {

@@ -9,37 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
-
-fn ctl(args: &[&str]) -> Output {
-    ctl_env(args, &[])
-}
-
-fn ctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(CTL);
-    command.args(args).stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "failed: {}", text(&output));
-    output
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::{ctl, ctl_env, ok, p, text, CTL};
 
 struct Fixture {
     dir: tempfile::TempDir,

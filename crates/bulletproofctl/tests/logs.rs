@@ -10,38 +10,13 @@ use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
+mod common;
+use common::{ctl, ok, p, text};
 /// Heartbeats written into the log under test.
 const RECORDS: usize = 8;
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("BULLETPROOF_ROOT")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "failed: {}", text(&output));
-    output
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -7,15 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const CTL: &str = env!("CARGO_BIN_EXE_bulletproofctl");
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{ctl, p, text};
 
 /// Runs `minisign` with `input` on stdin (its password prompt reads stdin when it is
 /// not a terminal).
@@ -32,18 +25,6 @@ fn minisign(args: &[&str], input: &str) -> Output {
         assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
     }
     child.wait_with_output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]
