@@ -9,6 +9,7 @@ pub mod diff;
 pub mod digest;
 pub mod exclude;
 pub mod fuzzing;
+pub mod handles;
 pub mod manifest;
 pub mod pathenc;
 pub mod policy;
@@ -22,4 +23,4 @@ pub use manifest::{
     ScanErrorRecord,
 };
 pub use policy::{Applied, Checks, Policy, PolicyError, Rule};
-pub use scan::{scan, ScanOptions, ScanOutput, ScanProgress, ScanRootError};
+pub use scan::{scan, scan_path, ScanOptions, ScanOutput, ScanProgress, ScanRootError};

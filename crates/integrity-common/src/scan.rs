@@ -5,21 +5,25 @@
 //! Shape: one rayon task per directory; small files are hashed inline by the task that
 //! lists them, large files get their own task so one big file does not serialize a
 //! directory. Each directory's entries are appended to the shared list once, in a
-//! batch. Nothing is followed: entries come from `lstat`, files are opened with
-//! `O_NOFOLLOW | O_NONBLOCK` and checked (`fstat`) to be the very file that was listed,
-//! so a file swapped for a symlink or a fifo mid-scan is an error, never a hang or a
-//! read of the wrong thing.
+//! batch. Nothing is followed, even under a race: the walk descends through directory
+//! handles ([`crate::handles`]): each directory is opened from its parent's handle with
+//! `O_NOFOLLOW | O_DIRECTORY` and checked to be the inode that was listed, entries come
+//! from `fstatat(AT_SYMLINK_NOFOLLOW)`, files are opened `O_NOFOLLOW | O_NONBLOCK`
+//! relative to their directory and checked (`fstat`) to be the very file that was
+//! listed. A directory swapped for a symlink (or another directory) mid-scan, a file
+//! swapped for a fifo: an error entry, never a read outside the tree, never a hang.
 
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::exclude::Exclusions;
+use crate::handles::{self, Meta};
 use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
 use crate::policy::{self, Policy, NO_BOUND};
 use rayon::prelude::*;
+use rustix::fs::{Dir, FileType};
 use std::cell::RefCell;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::ffi::{CStr, CString};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,33 +93,86 @@ pub enum ScanRootError {
 /// Scans `options.root` on the current rayon pool.
 pub fn scan(options: &ScanOptions, progress: &ScanProgress) -> Result<ScanOutput, ScanRootError> {
     let root = &options.root;
-    let root_meta = fs::metadata(root).map_err(|error| ScanRootError::Unreadable {
+    let unreadable = |error| ScanRootError::Unreadable {
         path: root.clone(),
         error,
-    })?;
-    if !root_meta.is_dir() {
-        return Err(ScanRootError::NotADirectory(root.clone()));
-    }
+    };
+    let root_fd = match handles::open_dir(root) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(ScanRootError::NotADirectory(root.clone()))
+        }
+        Err(e) => return Err(unreadable(e)),
+    };
+    let root_meta = handles::fstat(&root_fd).map_err(unreadable)?;
     let walk = Walk {
         options,
         progress,
-        root_dev: root_meta.dev(),
+        root_dev: root_meta.dev,
         entries: Mutex::new(vec![plain_entry(b"/".to_vec(), EntryKind::Dir, &root_meta)]),
         errors: Mutex::new(Vec::new()),
     };
     progress.entries.fetch_add(1, Ordering::Relaxed);
-    rayon::scope(|scope| walk.visit_dir(scope, root.clone(), Vec::new(), NO_BOUND));
+    rayon::scope(|scope| walk.visit_dir(scope, root_fd, Vec::new(), NO_BOUND));
+    Ok(walk.finish())
+}
 
-    let mut entries = walk.entries.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut errors = walk.errors.into_inner().unwrap_or_else(|e| e.into_inner());
-    entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    errors.sort_by(|a, b| a.path.cmp(&b.path));
-    let bytes_hashed = entries.iter().filter_map(|entry| entry.size).sum();
-    Ok(ScanOutput {
-        entries,
-        errors,
-        bytes_hashed,
-    })
+/// Scans the one path `rel` below `root` (manifest form, `/core/x`) with the scanner's
+/// own code: the whole subtree for a directory, its one entry otherwise, nothing when
+/// it does not exist. The lookup goes through handles from `root`: a symlink or a
+/// non-directory on the way is an error entry for `rel`, never followed. No exclusion
+/// and no policy apply: this is for comparing a part of a tree with its manifest
+/// (the guard's targeted checks). Errors opening `root` itself are returned.
+pub fn scan_path(root: &Path, rel: &[u8], cross_filesystems: bool) -> io::Result<ScanOutput> {
+    let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+    let options = ScanOptions {
+        root: root.to_path_buf(),
+        exclusions: Exclusions::none(),
+        cross_filesystems,
+        policy: None,
+    };
+    if rel.is_empty() || rel == b"/" {
+        return scan(&options, &ScanProgress::default()).map_err(|e| match e {
+            ScanRootError::Unreadable { error, .. } => error,
+            ScanRootError::NotADirectory(_) => io::Error::other("not a directory"),
+        });
+    }
+    let mut path = Vec::with_capacity(rel.len() + 1);
+    if !rel.starts_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(rel);
+    let root_fd = handles::open_dir(root)?;
+    let progress = ScanProgress::default();
+    let walk = Walk {
+        options: &options,
+        progress: &progress,
+        root_dev: handles::fstat(&root_fd)?.dev,
+        entries: Mutex::new(Vec::new()),
+        errors: Mutex::new(Vec::new()),
+    };
+    let found = handles::open_parent(root_fd.as_fd(), &path).and_then(|(parent, name)| {
+        let meta = handles::stat_at(parent.as_fd(), &name)?;
+        Ok((parent, name, meta))
+    });
+    match found {
+        Ok((parent, name, meta)) => {
+            let parent = Arc::new(parent);
+            let everything = policy::Select {
+                record: true,
+                descend: true,
+                bound: NO_BOUND,
+            };
+            rayon::scope(|scope| {
+                let mut batch = Vec::new();
+                walk.record(scope, &parent, &name, meta, path, everything, &mut batch);
+                walk.push(batch);
+            });
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => walk.record_error(&path, &swapped(err)),
+    }
+    Ok(walk.finish())
 }
 
 struct Walk<'a> {
@@ -126,30 +183,82 @@ struct Walk<'a> {
     errors: Mutex<Vec<ScanErrorRecord>>,
 }
 
+/// A subdirectory to visit: its parent's handle (shared by the parent's pending
+/// children, so a queued directory costs no descriptor of its own until its task
+/// runs), its name and the metadata it was listed with.
+struct Pending {
+    parent: Arc<OwnedFd>,
+    name: CString,
+    listed: Meta,
+}
+
+impl Pending {
+    /// Opens the directory without following a symlink and checks it is the one that
+    /// was listed (not a directory swapped in since).
+    fn open(&self) -> io::Result<OwnedFd> {
+        let fd = handles::open_subdir(self.parent.as_fd(), &self.name).map_err(swapped)?;
+        if !handles::fstat(&fd)?.same_inode(&self.listed) {
+            return Err(io::Error::other("replaced during scan"));
+        }
+        Ok(fd)
+    }
+}
+
+/// `ELOOP`/`ENOTDIR` on a name listed as a directory: it was swapped mid-scan.
+fn swapped(err: io::Error) -> io::Error {
+    match err.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => io::Error::other("replaced during scan"),
+        _ => err,
+    }
+}
+
 impl<'a> Walk<'a> {
-    /// Lists `dir` (whose manifest path is `rel`, empty for the root) and records its
-    /// children; subdirectories and large files become tasks of their own. `bound` is
-    /// the policy's bound for the children ([`policy::select`]).
-    fn visit_dir<'s>(&'s self, scope: &rayon::Scope<'s>, dir: PathBuf, rel: Vec<u8>, bound: usize) {
-        let listing = match fs::read_dir(&dir) {
+    /// The entries and errors, sorted by path.
+    fn finish(self) -> ScanOutput {
+        let mut entries = self.entries.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut errors = self.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        errors.sort_by(|a, b| a.path.cmp(&b.path));
+        let bytes_hashed = entries.iter().filter_map(|entry| entry.size).sum();
+        ScanOutput {
+            entries,
+            errors,
+            bytes_hashed,
+        }
+    }
+
+    /// Lists the directory `dir` (whose manifest path is `rel`, empty for the root)
+    /// through its handle and records its children; subdirectories and large files
+    /// become tasks of their own. `bound` is the policy's bound for the children
+    /// ([`policy::select`]).
+    fn visit_dir<'s>(&'s self, scope: &rayon::Scope<'s>, dir: OwnedFd, rel: Vec<u8>, bound: usize) {
+        let listing = match dir
+            .try_clone()
+            .and_then(|fd| Dir::new(fd).map_err(io::Error::from))
+        {
             Ok(listing) => listing,
             Err(err) => return self.record_error(&rel, &err),
         };
+        let dir = Arc::new(dir);
         let mut batch = Vec::new();
         let mut too_long_reported = false;
         for item in listing {
             let dirent = match item {
                 Ok(dirent) => dirent,
                 Err(err) => {
-                    self.record_error(&rel, &err);
+                    self.record_error(&rel, &err.into());
                     break;
                 }
             };
-            let name = dirent.file_name().into_vec();
-            let mut child_rel = Vec::with_capacity(rel.len() + 1 + name.len());
+            let name = dirent.file_name();
+            let name_bytes = name.to_bytes();
+            if name_bytes == b"." || name_bytes == b".." {
+                continue;
+            }
+            let mut child_rel = Vec::with_capacity(rel.len() + 1 + name_bytes.len());
             child_rel.extend_from_slice(&rel);
             child_rel.push(b'/');
-            child_rel.extend_from_slice(&name);
+            child_rel.extend_from_slice(name_bytes);
             if child_rel.len() > MAX_PATH_BYTES {
                 // A manifest path is at most PATH_MAX bytes; deeper names (made with
                 // relative operations) are reported on their directory, once.
@@ -166,91 +275,130 @@ impl<'a> Walk<'a> {
                 &child_rel,
                 bound,
             );
-            if !select.record {
-                // Not recorded; listed only if an earlier rule can reach below it.
-                if select.descend && dirent.file_type().is_ok_and(|kind| kind.is_dir()) {
-                    match dirent.metadata() {
-                        Ok(meta)
-                            if self.options.cross_filesystems || meta.dev() == self.root_dev =>
-                        {
-                            let path = dirent.path();
-                            scope.spawn(move |scope| {
-                                self.visit_dir(scope, path, child_rel, select.bound)
-                            });
-                        }
-                        Ok(_) => {}
-                        Err(err) => self.record_error(&child_rel, &err),
-                    }
-                }
+            // `d_type` spares a stat of what is neither recorded nor descended into
+            // (some filesystems leave it unknown: then stat).
+            let maybe_dir = matches!(dirent.file_type(), FileType::Directory | FileType::Unknown);
+            if !select.record && !(select.descend && maybe_dir) {
                 continue;
             }
-            let meta = match dirent.metadata() {
+            let meta = match handles::stat_at(dir.as_fd(), name) {
                 Ok(meta) => meta,
                 Err(err) => {
                     self.record_error(&child_rel, &err);
                     continue;
                 }
             };
-            let file_type = meta.file_type();
-            if file_type.is_dir() {
+            self.record(scope, &dir, name, meta, child_rel, select, &mut batch);
+        }
+        self.push(batch);
+    }
+
+    /// Records the child `name` of `dir` (listed as `meta`, manifest path `rel`) into
+    /// `batch`, or queues it: a subdirectory is visited (when on the root's filesystem
+    /// or crossing is allowed), a large file hashed in a task of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn record<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        dir: &Arc<OwnedFd>,
+        name: &CStr,
+        meta: Meta,
+        child_rel: Vec<u8>,
+        select: policy::Select,
+        batch: &mut Vec<FileIntegrityEntry>,
+    ) {
+        let same_fs = self.options.cross_filesystems || meta.dev == self.root_dev;
+        if !select.record {
+            // Not recorded; listed only because an earlier rule can reach below it.
+            if meta.is_dir() && same_fs {
+                self.spawn_dir(scope, dir, name, meta, child_rel, select.bound);
+            }
+            return;
+        }
+        match meta.file_type() {
+            FileType::Directory => {
                 batch.push(plain_entry(child_rel.clone(), EntryKind::Dir, &meta));
-                if self.options.cross_filesystems || meta.dev() == self.root_dev {
-                    let path = dirent.path();
-                    scope.spawn(move |scope| self.visit_dir(scope, path, child_rel, select.bound));
+                if same_fs {
+                    self.spawn_dir(scope, dir, name, meta, child_rel, select.bound);
                 }
-            } else if file_type.is_file() {
-                let path = dirent.path();
-                if meta.len() >= OWN_TASK_BYTES {
+            }
+            FileType::RegularFile => {
+                if meta.size >= OWN_TASK_BYTES {
+                    let parent = Arc::clone(dir);
+                    let name = name.to_owned();
                     scope.spawn(move |_| {
-                        if let Some(entry) = self.file_entry(&path, child_rel, &meta) {
+                        if let Some(entry) = self.file_entry(&parent, &name, child_rel, &meta) {
                             self.push(vec![entry]);
                         }
                     });
-                } else if let Some(entry) = self.file_entry(&path, child_rel, &meta) {
+                } else if let Some(entry) = self.file_entry(dir, name, child_rel, &meta) {
                     batch.push(entry);
                 }
-            } else if file_type.is_symlink() {
-                match fs::read_link(dirent.path()) {
-                    Ok(target) => {
-                        let target = target.into_os_string().into_vec().into_boxed_slice();
-                        let mut entry = plain_entry(child_rel, EntryKind::Symlink, &meta);
-                        entry.sha256 = Some(Sha256Digest::of(&target));
-                        entry.target = Some(target);
-                        batch.push(entry);
-                    }
-                    Err(err) => self.record_error(&child_rel, &err),
+            }
+            FileType::Symlink => match handles::read_link_at(dir.as_fd(), name) {
+                Ok(target) => {
+                    let target = target.into_boxed_slice();
+                    let mut entry = plain_entry(child_rel, EntryKind::Symlink, &meta);
+                    entry.sha256 = Some(Sha256Digest::of(&target));
+                    entry.target = Some(target);
+                    batch.push(entry);
                 }
-            } else {
-                let kind = if file_type.is_fifo() {
-                    EntryKind::Fifo
-                } else if file_type.is_socket() {
-                    EntryKind::Socket
-                } else if file_type.is_char_device() {
-                    EntryKind::Char
-                } else if file_type.is_block_device() {
-                    EntryKind::Block
-                } else {
-                    self.record_error(&child_rel, &io::Error::other("unknown file type"));
-                    continue;
+                Err(err) => self.record_error(&child_rel, &swapped(err)),
+            },
+            other => {
+                let kind = match other {
+                    FileType::Fifo => EntryKind::Fifo,
+                    FileType::Socket => EntryKind::Socket,
+                    FileType::CharacterDevice => EntryKind::Char,
+                    FileType::BlockDevice => EntryKind::Block,
+                    _ => {
+                        let err = io::Error::other("unknown file type");
+                        return self.record_error(&child_rel, &err);
+                    }
                 };
                 let mut entry = plain_entry(child_rel, kind, &meta);
                 if matches!(kind, EntryKind::Char | EntryKind::Block) {
-                    entry.rdev = Some(meta.rdev());
+                    entry.rdev = Some(meta.rdev);
                 }
                 batch.push(entry);
             }
         }
-        self.push(batch);
+    }
+
+    /// Queues the subdirectory `name` of `parent` (listed as `listed`) for a task of
+    /// its own, which opens it through the parent's handle when it runs.
+    fn spawn_dir<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        parent: &Arc<OwnedFd>,
+        name: &CStr,
+        listed: Meta,
+        rel: Vec<u8>,
+        bound: usize,
+    ) {
+        let pending = Pending {
+            parent: Arc::clone(parent),
+            name: name.to_owned(),
+            listed,
+        };
+        scope.spawn(move |scope| match pending.open() {
+            Ok(fd) => {
+                drop(pending);
+                self.visit_dir(scope, fd, rel, bound)
+            }
+            Err(err) => self.record_error(&rel, &err),
+        });
     }
 
     /// Hashes one regular file; on failure records the error and returns `None`.
     fn file_entry(
         &self,
-        path: &Path,
+        dir: &OwnedFd,
+        name: &CStr,
         rel: Vec<u8>,
-        listed: &Metadata,
+        listed: &Meta,
     ) -> Option<FileIntegrityEntry> {
-        match hash_file(path, listed) {
+        match hash_file(dir, name, listed) {
             Ok((digest, size, opened)) => {
                 self.progress.bytes.fetch_add(size, Ordering::Relaxed);
                 let mut entry = plain_entry(rel, EntryKind::File, &opened);
@@ -299,14 +447,14 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// An entry without content fields, from `lstat`/`fstat` metadata.
-fn plain_entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> FileIntegrityEntry {
+/// An entry without content fields, from `fstatat`/`fstat` metadata.
+fn plain_entry(path: Vec<u8>, kind: EntryKind, meta: &Meta) -> FileIntegrityEntry {
     FileIntegrityEntry {
         path: path.into_boxed_slice(),
         sha256: None,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
+        mode: meta.perm(),
+        uid: meta.uid,
+        gid: meta.gid,
         kind,
         size: None,
         target: None,
@@ -318,24 +466,31 @@ thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_BUFFER_BYTES].into_boxed_slice());
 }
 
-/// Opens `path` without following links or blocking, checks it is still the regular
-/// file that was listed, and hashes it in one streaming pass. Returns the digest, the
-/// number of bytes hashed and the metadata of the opened file.
-fn hash_file(path: &Path, listed: &Metadata) -> io::Result<(Sha256Digest, u64, Metadata)> {
-    let mut file = open_no_follow(path)?;
-    let opened = file.metadata()?;
-    if !opened.is_file() {
-        return Err(io::Error::other("changed type during scan"));
-    }
-    if opened.ino() != listed.ino() || opened.dev() != listed.dev() {
-        return Err(io::Error::other("replaced during scan"));
-    }
+/// Opens `name` in `dir` without following links or blocking, checks it is still the
+/// regular file that was listed, and hashes it in one streaming pass. Returns the
+/// digest, the number of bytes hashed and the metadata of the opened file.
+fn hash_file(dir: &OwnedFd, name: &CStr, listed: &Meta) -> io::Result<(Sha256Digest, u64, Meta)> {
+    let (file, opened) =
+        handles::open_file_at(dir.as_fd(), name, Some(listed)).map_err(|e| {
+            match e.to_string().as_str() {
+                "not a regular file" => io::Error::other("changed type during scan"),
+                _ => e,
+            }
+        })?;
+    let (digest, size) = hash_reader(file, u64::MAX)?;
+    Ok((digest, size, opened))
+}
+
+/// Hashes up to `limit` bytes of `reader` with the thread's read buffer; returns the
+/// digest and the number of bytes read.
+fn hash_reader(reader: impl Read, limit: u64) -> io::Result<(Sha256Digest, u64)> {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         let mut hasher = Sha256Hasher::new();
         let mut size = 0u64;
+        let mut reader = reader.take(limit);
         loop {
-            match file.read(&mut buffer[..]) {
+            match reader.read(&mut buffer[..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     hasher.update(&buffer[..n]);
@@ -345,55 +500,22 @@ fn hash_file(path: &Path, listed: &Metadata) -> io::Result<(Sha256Digest, u64, M
                 Err(err) => return Err(err),
             }
         }
-        Ok((hasher.finish(), size, opened))
+        Ok((hasher.finish(), size))
     })
 }
 
-/// Hashes the first `len` bytes of the regular file at `rel` below `root`, without
-/// following a symlink in its last component (the `growing` check: are the bytes the
-/// baseline hashed still the file's first bytes?). A file shorter than `len` is an
-/// error.
+/// Hashes the first `len` bytes of the regular file at `rel` below `root`, through
+/// handles: no symlink followed anywhere on the way (the `growing` check: are the
+/// bytes the baseline hashed still the file's first bytes?). A file shorter than
+/// `len` is an error.
 pub fn hash_prefix(root: &Path, rel: &[u8], len: u64) -> io::Result<Sha256Digest> {
-    use std::os::unix::ffi::OsStrExt;
-    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-    let file = open_no_follow(&root.join(std::ffi::OsStr::from_bytes(rel)))?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    let root = handles::open_dir(root)?;
+    let (file, _) = handles::open_file_beneath(root.as_fd(), rel)?;
+    let (digest, size) = hash_reader(file, len)?;
+    if size < len {
+        return Err(io::Error::other("shorter than the baseline"));
     }
-    READ_BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let mut hasher = Sha256Hasher::new();
-        let mut left = len;
-        let mut reader = file.take(len);
-        while left > 0 {
-            match reader.read(&mut buffer[..]) {
-                Ok(0) => return Err(io::Error::other("shorter than the baseline")),
-                Ok(n) => {
-                    hasher.update(&buffer[..n]);
-                    left -= n as u64;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(hasher.finish())
-    })
-}
-
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    let base = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    // O_NOATIME keeps a scan from touching every atime, but the kernel allows it only
-    // to the file's owner (or CAP_FOWNER); fall back without it.
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(base | libc::O_NOATIME)
-        .open(path)
-    {
-        Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
-            OpenOptions::new().read(true).custom_flags(base).open(path)
-        }
-        result => result,
-    }
+    Ok(digest)
 }
 
 /// A short lowercase description of an I/O error: `permission denied`, `no such file
@@ -408,5 +530,49 @@ pub fn describe_io_error(err: &io::Error) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn paths(output: &ScanOutput) -> Vec<String> {
+        let entries = output.entries.iter().map(|e| &e.path);
+        let errors = output.errors.iter().map(|e| &e.path);
+        entries
+            .chain(errors)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn scan_path_records_a_subtree_one_entry_or_nothing_and_never_follows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::fs::create_dir_all(tmp.path().join("core/d")).unwrap();
+        std::fs::write(tmp.path().join("core/d/f"), b"x").unwrap();
+        symlink(outside.path(), tmp.path().join("core/link")).unwrap();
+        let root = tmp.path();
+
+        let subtree = scan_path(root, b"/core/d", false).unwrap();
+        assert_eq!(paths(&subtree), ["/core/d", "/core/d/f"]);
+        assert_eq!(subtree.entries[1].size, Some(1));
+
+        let one = scan_path(root, b"/core/d/f", false).unwrap();
+        assert_eq!(paths(&one), ["/core/d/f"]);
+        assert!(scan_path(root, b"/core/missing", false)
+            .unwrap()
+            .entries
+            .is_empty());
+
+        // The symlink is an entry; what is behind it is an error, never read.
+        let link = scan_path(root, b"/core/link", false).unwrap();
+        assert_eq!(link.entries[0].kind, EntryKind::Symlink);
+        let through = scan_path(root, b"/core/link/secret", false).unwrap();
+        assert!(through.entries.is_empty());
+        assert_eq!(paths(&through), ["/core/link/secret"]);
     }
 }
