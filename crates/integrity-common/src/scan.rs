@@ -278,7 +278,7 @@ impl<'a> Walk<'a> {
             // `d_type` spares a stat of what is neither recorded nor descended into
             // (some filesystems leave it unknown: then stat).
             let maybe_dir = matches!(dirent.file_type(), FileType::Directory | FileType::Unknown);
-            if !select.record && !(select.descend && maybe_dir) {
+            if !(select.record || select.descend && maybe_dir) {
                 continue;
             }
             let meta = match handles::stat_at(dir.as_fd(), name) {
