@@ -6,40 +6,94 @@
 //!   `--var KEY=VALUE`. Unchanged outputs are not rewritten.
 //! * `flags get|set|unset|list`: `state/conf.d/flags.json`, a JSON object; every change
 //!   is a record in the tamper-evident security log (old and new value).
+//!
+//! `state/conf.d` belongs to the service user; root reads and writes it only through
+//! directory handles (see [`conf_dir`]).
 
-use crate::layout::{write_atomically, Layout};
+use crate::layout::Layout;
 use anyhow::{bail, Context};
+use integrity_common::handles;
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub fn flags_path(layout: &Layout) -> PathBuf {
-    layout.path("state/conf.d/flags.json")
+    layout.path(CONF_DIR).join(FLAGS_FILE)
 }
+
+/// `state/conf.d`, relative to the root: owned by the service user, so root reaches
+/// into it only through handles (DESIGN §4): a symlink planted anywhere on the way,
+/// or in place of a file, is refused or replaced, never followed.
+const CONF_DIR: &str = "state/conf.d";
+const FLAGS_FILE: &str = "flags.json";
 
 pub type Flags = BTreeMap<String, serde_json::Value>;
 
+/// A handle on `state/conf.d` (created when missing) and its owner.
+fn conf_dir(layout: &Layout) -> anyhow::Result<(OwnedFd, (u32, u32))> {
+    let root = handles::open_dir(&layout.root)
+        .with_context(|| format!("cannot open {}", layout.root.display()))?;
+    let dir = handles::create_dir_all_beneath(root.as_fd(), CONF_DIR.as_bytes(), 0o750, None)
+        .with_context(|| {
+            format!(
+                "cannot open {} without following a symlink",
+                layout.path(CONF_DIR).display()
+            )
+        })?;
+    let meta = handles::fstat(&dir)?;
+    Ok((dir, (meta.uid, meta.gid)))
+}
+
+/// The bytes of the regular file `rel` below `dir`; `None` when it does not exist. A
+/// symlink, FIFO or device there is an error (never followed, never blocks).
+fn read_beneath(dir: BorrowedFd<'_>, rel: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+    match handles::open_file_beneath(dir, rel) {
+        Ok((mut file, _)) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn load_flags(layout: &Layout) -> anyhow::Result<Flags> {
     let path = flags_path(layout);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    let root = handles::open_dir(&layout.root)
+        .with_context(|| format!("cannot open {}", layout.root.display()))?;
+    let rel = format!("{CONF_DIR}/{FLAGS_FILE}");
+    match read_beneath(root.as_fd(), rel.as_bytes()) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a JSON object of flags", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Flags::new()),
+        Ok(None) => Ok(Flags::new()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
-/// Writes a file under `state/conf.d` readable by the directory's owner (the service
-/// user), atomically.
-fn write_conf(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent")?;
-    fs::create_dir_all(dir)?;
-    write_atomically(path, bytes, 0o640)?;
-    if nix::unistd::geteuid().is_root() {
-        let owner = fs::metadata(dir)?;
-        std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))?;
-    }
+/// Writes `rel` below `state/conf.d` atomically, readable by the directory's owner
+/// (the service user): missing subdirectories are created (0750, that owner), the
+/// file is a fresh `O_EXCL` file (0640, that owner) renamed over the old one.
+fn write_conf(
+    dir: BorrowedFd<'_>,
+    owner: (u32, u32),
+    rel: &Path,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    let owner = nix::unistd::geteuid().is_root().then_some(owner);
+    let rel = rel.as_os_str().as_bytes();
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(cut) => (
+            handles::create_dir_all_beneath(dir, &rel[..cut], 0o750, owner)?,
+            &rel[cut + 1..],
+        ),
+        None => (handles::open_dir_beneath(dir, b"")?, rel),
+    };
+    let name = std::ffi::CString::new(name).context("NUL in a file name")?;
+    handles::write_atomic_at(parent.as_fd(), &name, bytes, 0o640, owner)?;
     Ok(())
 }
 
@@ -67,6 +121,7 @@ pub fn set_flag(
 ) -> anyhow::Result<bool> {
     check_name(name)?;
     let _lock = crate::release::lock(layout, std::time::Duration::from_secs(10))?;
+    crate::seclog::ensure_ready(layout)?;
     let mut flags = load_flags(layout)?;
     let old = flags.get(name).cloned();
     if old == value {
@@ -78,7 +133,9 @@ pub fn set_flag(
     };
     let mut bytes = serde_json::to_vec_pretty(&flags)?;
     bytes.push(b'\n');
-    write_conf(&flags_path(layout), &bytes)?;
+    let (dir, owner) = conf_dir(layout)?;
+    write_conf(dir.as_fd(), owner, Path::new(FLAGS_FILE), &bytes)
+        .with_context(|| format!("cannot write {}", flags_path(layout).display()))?;
     let show = |v: &Option<serde_json::Value>| {
         v.as_ref()
             .map(|v| v.to_string())
@@ -98,6 +155,7 @@ pub fn render(layout: &Layout, vars: &[(String, String)]) -> anyhow::Result<Vec<
     let active = layout
         .active_version()?
         .context("the root is not installed")?;
+    crate::seclog::ensure_ready(layout)?;
     let conf = layout.release(&active).join("core/conf");
     let mut templates = Vec::new();
     let mut stack = vec![conf.clone()];
@@ -139,7 +197,8 @@ pub fn render(layout: &Layout, vars: &[(String, String)]) -> anyhow::Result<Vec<
             .build()
             .expect("the default delimiters are valid"),
     );
-    let out_root = layout.path("state/conf.d");
+    let out_root = layout.path(CONF_DIR);
+    let (out_dir, owner) = conf_dir(layout)?;
     let mut results = Vec::new();
     for template in templates {
         let relative = template.strip_prefix(&conf).expect("below conf");
@@ -149,10 +208,13 @@ pub fn render(layout: &Layout, vars: &[(String, String)]) -> anyhow::Result<Vec<
         let rendered = env
             .render_named_str(&name, &source, minijinja::value::Serde(&context))
             .map_err(|e| anyhow::anyhow!("core/conf/{name}: {e:#}"))?;
-        let out = out_root.join(relative.with_extension(""));
-        let changed = fs::read(&out).ok().as_deref() != Some(rendered.as_bytes());
+        let out_rel = relative.with_extension("");
+        let out = out_root.join(&out_rel);
+        let current = read_beneath(out_dir.as_fd(), out_rel.as_os_str().as_bytes());
+        let changed = current.ok().flatten().as_deref() != Some(rendered.as_bytes());
         if changed {
-            write_conf(&out, rendered.as_bytes())?;
+            write_conf(out_dir.as_fd(), owner, &out_rel, rendered.as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
         }
         results.push((out, changed));
     }

@@ -12,16 +12,19 @@
 //! One guard per root (`install/guard.lock`). The guard writes through a private mount
 //! namespace when the releases are mounted read-only (see `mounts`).
 
+use crate::activation;
 use crate::layout::{Config, Layout, EMPTY_RELEASE};
 use crate::release::{self, Failure};
+use crate::restore;
 use crate::seclog;
 use anyhow::Context;
+use integrity_common::handles;
 use integrity_common::{AnomalyKind, Baseline, EntryKind, FileIntegrityEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,9 @@ pub enum Outcome {
     /// An update holds the root's lock: the cycle is retried after it.
     Busy,
     Failed(String),
+    /// Drift the guard cannot heal itself: the security log's key state is missing or
+    /// damaged (`log reinit`). Reported on every cycle until then.
+    Drift(String),
 }
 
 /// One difference between the release on disk and its manifest.
@@ -86,79 +92,20 @@ fn as_root_or_self(mut entry: FileIntegrityEntry) -> FileIntegrityEntry {
     entry
 }
 
-/// Scans `path` (relative to the release, manifest form `/core/...`) as the engine
-/// would: a whole subtree for a directory, one entry otherwise, none when absent.
-fn actual_entries(release: &Path, path: &[u8]) -> Vec<FileIntegrityEntry> {
-    let disk = release.join(std::ffi::OsStr::from_bytes(&path[1..]));
-    let Ok(meta) = fs::symlink_metadata(&disk) else {
-        return Vec::new();
-    };
-    if meta.is_dir() {
-        let options = integrity_common::ScanOptions {
-            root: disk,
-            exclusions: integrity_common::Exclusions::none(),
-            cross_filesystems: false,
-            policy: None,
-        };
-        let prefix = String::from_utf8_lossy(path).into_owned();
-        return integrity_common::scan(&options, &Default::default())
-            .map(|output| {
-                output
-                    .entries
-                    .into_iter()
-                    .map(|mut e| {
-                        e.path = crate::bundle::reroot(&prefix, &e.path);
-                        e
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    }
-    use std::os::unix::fs::FileTypeExt;
-    let file_type = meta.file_type();
-    let kind = if file_type.is_symlink() {
-        EntryKind::Symlink
-    } else if file_type.is_file() {
-        EntryKind::File
-    } else if file_type.is_fifo() {
-        EntryKind::Fifo
-    } else if file_type.is_socket() {
-        EntryKind::Socket
-    } else if file_type.is_char_device() {
-        EntryKind::Char
-    } else {
-        EntryKind::Block
-    };
-    let (sha256, size, target) = match kind {
-        EntryKind::File => {
-            let digest = fs::File::open(&disk)
-                .ok()
-                .and_then(|f| crate::bundle::hash_reader(f).ok());
-            (digest, Some(meta.len()), None)
+/// Scans `path` (relative to the release, manifest form `/core/...`) with the
+/// engine's own code, through handles: a whole subtree for a directory, one entry
+/// otherwise, none when absent; what cannot be read is an error entry, never a
+/// default.
+fn actual_entries(release: &Path, path: &[u8]) -> integrity_common::ScanOutput {
+    integrity_common::scan_path(release, path, false).unwrap_or_else(|error| {
+        integrity_common::ScanOutput {
+            errors: vec![integrity_common::ScanErrorRecord {
+                path: path.into(),
+                error: integrity_common::scan::describe_io_error(&error),
+            }],
+            ..Default::default()
         }
-        EntryKind::Symlink => {
-            let target = fs::read_link(&disk)
-                .map(|t| t.as_os_str().as_bytes().to_vec())
-                .unwrap_or_default();
-            (
-                Some(integrity_common::Sha256Digest::of(&target)),
-                None,
-                Some(target.into_boxed_slice()),
-            )
-        }
-        _ => (None, None, None),
-    };
-    vec![FileIntegrityEntry {
-        path: path.to_vec().into_boxed_slice(),
-        sha256,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        kind,
-        size,
-        target,
-        rdev: None,
-    }]
+    })
 }
 
 /// Compares `scope` (manifest paths; `None` = the whole release) with the manifest.
@@ -196,7 +143,29 @@ fn find_drift(
             .map(as_root_or_self)
             .collect();
         let actual = actual_entries(release, &root);
-        for anomaly in integrity_common::diff(&expected, &actual) {
+        // A path that could not be read is drift itself (healed by quarantine and
+        // restore); what lies below it is unknown, not deleted.
+        let below_error = |path: &[u8]| {
+            actual
+                .errors
+                .iter()
+                .any(|e| path.starts_with(&e.path) && path.get(e.path.len()) == Some(&b'/'))
+        };
+        for error in &actual.errors {
+            eprintln!(
+                "bulletproofctl guard: {}: {}",
+                String::from_utf8_lossy(&error.path),
+                error.error
+            );
+            drift.push(Drift {
+                path: error.path.to_vec(),
+                kind: AnomalyKind::Modified,
+            });
+        }
+        for anomaly in integrity_common::diff(&expected, &actual.entries) {
+            if anomaly.kind == AnomalyKind::Deleted && below_error(anomaly.path) {
+                continue;
+            }
             drift.push(Drift {
                 path: anomaly.path.to_vec(),
                 kind: anomaly.kind,
@@ -211,20 +180,146 @@ impl Guard {
         Self { layout, key }
     }
 
-    /// One verification (and heal when needed) of the active release.
+    /// One verification (and heal when needed) of the active release, and of the
+    /// security log's key state (missing or damaged: drift, reported, not healed).
     pub fn cycle(&self, scope: Option<&BTreeSet<Vec<u8>>>) -> anyhow::Result<Outcome> {
+        let log = seclog::check_keys(&self.layout).map_err(|error| {
+            let message = format!(
+                "the security log's key state is missing or damaged: {error:#}; {}",
+                seclog::reinit_hint(&self.layout)
+            );
+            eprintln!("bulletproofctl guard: drift: {message}");
+            message
+        });
+        Ok(match (self.cycle_release(scope)?, log) {
+            (Outcome::Intact | Outcome::Idle, Err(message)) => Outcome::Drift(message),
+            (outcome, _) => outcome,
+        })
+    }
+
+    fn cycle_release(&self, scope: Option<&BTreeSet<Vec<u8>>>) -> anyhow::Result<Outcome> {
         let layout = &self.layout;
         let config = Config::load(layout)?;
         let Some(active) = layout.active_version()? else {
             anyhow::bail!("{} is not installed", layout.root.display());
         };
-        if active == EMPTY_RELEASE {
-            return Ok(Outcome::Idle);
+        // Which version is active is guarded too (DESIGN §8).
+        let (active, reactivated) = match activation::check(layout, &active) {
+            activation::Check::Authorized => (active, false),
+            activation::Check::Unrecorded if active == EMPTY_RELEASE => (active, false),
+            activation::Check::Unrecorded => {
+                return Ok(self.activation_drift(format!(
+                    "{active} is active but no signed operation recorded an activation (install/activated.json is missing); after checking the root, `bulletproofctl install --root {}` records the active version",
+                    layout.root.display()
+                )))
+            }
+            activation::Check::Unverifiable(why) => {
+                return Ok(self.activation_drift(format!(
+                    "the activation record cannot be trusted: {why}"
+                )))
+            }
+            activation::Check::Unauthorized { active, recorded } => {
+                match self.reactivate(&config, &active, &recorded)? {
+                    Some(outcome) => return Ok(outcome),
+                    None => (recorded, true),
+                }
+            }
+        };
+        let outcome = if active == EMPTY_RELEASE {
+            Outcome::Idle
+        } else {
+            self.verify_active(&config, active, scope)?
+        };
+        Ok(match (reactivated, outcome) {
+            (false, outcome) => outcome,
+            (true, Outcome::Intact | Outcome::Idle) => Outcome::Healed(1),
+            (true, Outcome::Healed(n)) => Outcome::Healed(n + 1),
+            (true, outcome) => outcome,
+        })
+    }
+
+    /// Drift in which version is active that the guard cannot heal by itself.
+    fn activation_drift(&self, message: String) -> Outcome {
+        eprintln!("bulletproofctl guard: drift: {message}");
+        seclog::event_as(
+            &self.layout,
+            "guard",
+            "drift",
+            &message,
+            serde_json::json!({ "activation": message }),
+        );
+        Outcome::Drift(message)
+    }
+
+    /// `active` is not the version the last signed operation activated (`recorded`):
+    /// a flipped `install/active`. Re-activates `recorded` after verifying it (its
+    /// signed manifest names it, its entries match by stat). `Ok(None)` when healed
+    /// (the caller then verifies the release in full); an outcome otherwise.
+    fn reactivate(
+        &self,
+        config: &Config,
+        active: &str,
+        recorded: &str,
+    ) -> anyhow::Result<Option<Outcome>> {
+        let layout = &self.layout;
+        let Some(_lock) = release::try_lock(layout)? else {
+            return Ok(Some(Outcome::Busy));
+        };
+        // Under the lock: an operation in progress (or interrupted: its journal is
+        // there) is not an unauthorized activation; the next command finishes or
+        // undoes it.
+        if crate::layout::Txn::load(layout)?.is_some()
+            || layout.active_version()?.as_deref() != Some(active)
+        {
+            return Ok(Some(Outcome::Busy));
         }
+        let why = format!(
+            "unauthorized activation: {active} is active, but the last signed operation activated {recorded}"
+        );
+        eprintln!("bulletproofctl guard: drift: {why}");
+        if recorded != EMPTY_RELEASE {
+            let key = release::release_key(layout, self.key.as_deref())?;
+            let release_dir = layout.release(recorded);
+            let checked = release::verify_release(&release_dir, &key, recorded)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|(manifest, _)| release::quick_verify(&release_dir, &manifest));
+            if let Err(error) = checked {
+                let message = format!("{why}; cannot re-activate {recorded}: {error}");
+                seclog::event_as(
+                    layout,
+                    "guard",
+                    "drift",
+                    &message,
+                    serde_json::json!({ "active": active, "recorded": recorded }),
+                );
+                return Ok(Some(Outcome::Failed(message)));
+            }
+        }
+        release::activate(layout, recorded)?;
+        let _ = release::restart_services(layout, config, recorded);
+        seclog::event_as(
+            layout,
+            "guard",
+            "healed",
+            &format!("{why}; {recorded} re-activated"),
+            serde_json::json!({ "active": active, "recorded": recorded, "activation": true }),
+        );
+        Ok(None)
+    }
+
+    /// Verifies (and heals) the content of the active release `active`.
+    fn verify_active(
+        &self,
+        config: &Config,
+        active: String,
+        scope: Option<&BTreeSet<Vec<u8>>>,
+    ) -> anyhow::Result<Outcome> {
+        let layout = &self.layout;
+        let config = config.clone();
         let key = release::release_key(layout, self.key.as_deref())?;
         let release_dir = layout.release(&active);
         let mut metadata_healed = false;
-        let manifest = match release::load_release_manifest(&release_dir, &key) {
+        let manifest = match release::verify_release(&release_dir, &key, &active) {
             Ok((manifest, _)) => manifest,
             Err(error) => {
                 // The release's own manifest, checksums or signature were touched: put
@@ -234,7 +329,7 @@ impl Guard {
                     return Ok(Outcome::Busy);
                 };
                 match restore_release_metadata(layout, &active, &key)
-                    .and_then(|()| release::load_release_manifest(&release_dir, &key))
+                    .and_then(|()| release::verify_release(&release_dir, &key, &active))
                 {
                     Ok((manifest, _)) => {
                         seclog::event_as(
@@ -407,43 +502,29 @@ impl Guard {
         drift: &[Drift],
     ) -> anyhow::Result<PathBuf> {
         let layout = &self.layout;
-        let stamp = integrity_common::manifest::now_timestamp().replace(':', "");
-        // A directory of its own per heal (several heals can share a second): evidence
-        // is never overwritten.
-        let base = layout.path("state/quarantine");
-        fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
-        let mut attempt = 0u32;
-        let quarantine = loop {
-            let candidate = base.join(format!("{stamp}-{}-{attempt}", std::process::id()));
-            match fs::create_dir(&candidate) {
-                Ok(()) => break candidate,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10_000 => {
-                    attempt += 1
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", candidate.display()))
-                }
-            }
-        };
-        fs::set_permissions(&quarantine, fs::Permissions::from_mode(0o700))?;
-        let mut evidence = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(quarantine.join("evidence.jsonl"))?;
+        let release = handles::open_dir(release_dir)
+            .with_context(|| format!("cannot open {}", release_dir.display()))?;
+        let release = release.as_fd();
+        let quarantine = restore::Quarantine::create(layout)?;
+        let mut evidence = quarantine.evidence()?;
         let expected = expected_entries(manifest);
         let mut restore: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut paths: Vec<&Drift> = drift.iter().collect();
         paths.sort_by(|a, b| a.path.cmp(&b.path));
         paths.dedup_by(|a, b| a.path == b.path);
         for d in paths {
-            let disk = release_dir.join(std::ffi::OsStr::from_bytes(&d.path[1..]));
             let want = expected.get(&d.path);
-            let found = fs::symlink_metadata(&disk).ok();
+            // Below a symlink or a quarantined directory, a path is not there.
+            let found = handles::stat_beneath(release, &d.path).ok().flatten();
             let found_record = found.as_ref().map(|m| {
                 serde_json::json!({
-                    "mode": format!("{:04o}", m.mode() & 0o7777), "uid": m.uid(), "gid": m.gid(),
-                    "size": m.len(), "mtime": m.mtime(), "ctime": m.ctime(),
-                    "type": if m.is_dir() { "dir" } else if m.file_type().is_symlink() { "symlink" } else if m.is_file() { "file" } else { "other" },
+                    "mode": format!("{:04o}", m.perm()), "uid": m.uid, "gid": m.gid, "size": m.size,
+                    "type": match m.file_type() {
+                        rustix::fs::FileType::Directory => "dir",
+                        rustix::fs::FileType::Symlink => "symlink",
+                        rustix::fs::FileType::RegularFile => "file",
+                        _ => "other",
+                    },
                 })
             });
             if want.is_none() && found.is_none() {
@@ -452,25 +533,22 @@ impl Guard {
             let shown = String::from_utf8_lossy(&d.path).into_owned();
             let content_differs = match (want, &found) {
                 (None, Some(_)) => true,
-                (Some(_), None) => false,
-                (Some(want), Some(meta)) => {
+                (Some(want), Some(_)) => {
                     let actual = actual_entries(release_dir, &d.path);
-                    let same_kind = actual.first().map(|a| a.kind) == Some(want.kind);
-                    !same_kind
+                    let first = actual.entries.first().filter(|a| *a.path == *d.path);
+                    let unreadable = actual.errors.iter().any(|e| *e.path == *d.path);
+                    unreadable
+                        || first.map(|a| a.kind) != Some(want.kind)
                         || (want.kind == EntryKind::File
-                            && actual.first().and_then(|a| a.sha256) != want.sha256)
+                            && first.and_then(|a| a.sha256) != want.sha256)
                         || (want.kind == EntryKind::Symlink
-                            && actual.first().and_then(|a| a.target.clone()) != want.target)
-                        || (want.kind == EntryKind::Dir && !meta.is_dir())
+                            && first.and_then(|a| a.target.clone()) != want.target)
                 }
-                (None, None) => false,
+                (_, None) => false,
             };
             let mut moved_to = None;
             if content_differs {
-                let name = shown.trim_start_matches('/').replace('/', "%2F");
-                let target = quarantine.join(&name);
-                move_to_quarantine(&disk, &target)?;
-                moved_to = Some(target);
+                moved_to = Some(quarantine.take(release, &d.path)?);
             }
             let action = if content_differs && want.is_some() {
                 "quarantined, restored"
@@ -494,7 +572,7 @@ impl Guard {
                 if content_differs || found.is_none() {
                     restore.insert(want.path.to_vec());
                 } else {
-                    apply_entry_metadata(&disk, want)?;
+                    restore::apply_entry_metadata(release, want)?;
                 }
             }
         }
@@ -505,15 +583,15 @@ impl Guard {
         for path in &restore {
             let want = &expected[path];
             if want.kind == EntryKind::Dir {
-                restore_dir_tree(release_dir, &expected, path, &mut from_archive)?;
+                restore::restore_dir_tree(release, &expected, path, &mut from_archive)?;
             } else {
                 from_archive.insert(path.clone());
             }
         }
         if !from_archive.is_empty() {
-            restore_from_archives(layout, active, release_dir, &expected, &from_archive)?;
+            restore::restore_from_archives(layout, active, release, &expected, &from_archive)?;
         }
-        Ok(quarantine)
+        Ok(quarantine.path)
     }
 }
 
@@ -552,206 +630,6 @@ fn restore_release_metadata(
     ] {
         crate::layout::write_atomically(&release_dir.join(file), bytes, 0o644)?;
     }
-    Ok(())
-}
-
-/// Moves `disk` (file, symlink or whole directory) out of the release into the
-/// quarantine: a rename when both are on one mount, else a copy (content kept, no
-/// execute or set-id bits) and a removal.
-fn move_to_quarantine(disk: &Path, target: &Path) -> anyhow::Result<()> {
-    match fs::rename(disk, target) {
-        Ok(()) => {
-            defuse(target);
-            return Ok(());
-        }
-        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot quarantine {}", disk.display())),
-    }
-    copy_tree(disk, target)?;
-    defuse(target);
-    let meta = fs::symlink_metadata(disk)?;
-    if meta.is_dir() {
-        fs::remove_dir_all(disk)?;
-    } else {
-        fs::remove_file(disk)?;
-    }
-    Ok(())
-}
-
-/// Evidence must not run: regular files lose execute and set-id bits.
-fn defuse(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.is_dir() {
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                defuse(&entry.path());
-            }
-        }
-    } else if meta.is_file() {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o644));
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let meta = fs::symlink_metadata(from)?;
-    if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
-    } else if meta.is_dir() {
-        fs::create_dir(to)?;
-        for entry in fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-    } else if meta.is_file() {
-        fs::copy(from, to)?;
-    }
-    // Devices, fifos, sockets: their metadata is in the evidence line; nothing to copy.
-    Ok(())
-}
-
-fn apply_entry_metadata(disk: &Path, want: &FileIntegrityEntry) -> anyhow::Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(disk, Some(want.uid), Some(want.gid))?;
-    }
-    if want.kind != EntryKind::Symlink {
-        fs::set_permissions(disk, fs::Permissions::from_mode(want.mode))?;
-    }
-    Ok(())
-}
-
-/// Recreates a missing directory and, below it, everything the manifest lists
-/// (directories here, files and symlinks queued for the archive).
-fn restore_dir_tree(
-    release_dir: &Path,
-    expected: &BTreeMap<Vec<u8>, FileIntegrityEntry>,
-    root: &[u8],
-    from_archive: &mut BTreeSet<Vec<u8>>,
-) -> anyhow::Result<()> {
-    for (path, want) in expected.range(root.to_vec()..) {
-        if !(path.as_slice() == root
-            || (path.starts_with(root) && path.get(root.len()) == Some(&b'/')))
-        {
-            break;
-        }
-        let disk = release_dir.join(std::ffi::OsStr::from_bytes(&path[1..]));
-        if want.kind == EntryKind::Dir {
-            match fs::symlink_metadata(&disk) {
-                Ok(meta) if meta.is_dir() => {}
-                _ => fs::create_dir(&disk)
-                    .with_context(|| format!("cannot recreate {}", disk.display()))?,
-            }
-            apply_entry_metadata(&disk, want)?;
-        } else if fs::symlink_metadata(&disk).is_err() {
-            from_archive.insert(path.clone());
-        }
-    }
-    Ok(())
-}
-
-/// Streams the active version's archived core and modules and writes back exactly the
-/// `wanted` entries, each checked against the manifest before it replaces anything.
-fn restore_from_archives(
-    layout: &Layout,
-    version: &str,
-    release_dir: &Path,
-    expected: &BTreeMap<Vec<u8>, FileIntegrityEntry>,
-    wanted: &BTreeSet<Vec<u8>>,
-) -> anyhow::Result<()> {
-    let mut left: BTreeSet<Vec<u8>> = wanted.clone();
-    for part in ["core", "modules"] {
-        let prefix = format!("/{part}/");
-        if !left.iter().any(|p| p.starts_with(prefix.as_bytes())) {
-            continue;
-        }
-        let archive = layout
-            .archive(version)
-            .join(format!("{part}-{version}.tar.zst"));
-        let file = fs::File::open(&archive)
-            .with_context(|| format!("the signed archive {} is missing", archive.display()))?;
-        let decoder = zstd::Decoder::new(file)?;
-        let mut tar = tar::Archive::new(decoder);
-        for entry in tar.entries()? {
-            let mut entry = entry.with_context(|| format!("{} is damaged", archive.display()))?;
-            let raw = entry.path_bytes().into_owned();
-            let raw = raw.strip_prefix(b"./").unwrap_or(&raw);
-            let mut path = prefix.as_bytes().to_vec();
-            path.extend_from_slice(raw.strip_suffix(b"/").unwrap_or(raw));
-            if !left.contains(&path) {
-                continue;
-            }
-            let want = &expected[&path];
-            let disk = release_dir.join(std::ffi::OsStr::from_bytes(&path[1..]));
-            let parent = disk.parent().context("entry without parent")?;
-            let temp = parent.join(format!(".bulletproof-restore.{}", std::process::id()));
-            let _ = fs::remove_file(&temp);
-            match want.kind {
-                EntryKind::File => {
-                    if entry.size() != want.size.unwrap_or(u64::MAX) {
-                        anyhow::bail!(
-                            "{}: {} has another size than the manifest says",
-                            archive.display(),
-                            String::from_utf8_lossy(&path)
-                        );
-                    }
-                    let mut out = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&temp)?;
-                    let mut hasher = integrity_common::digest::Sha256Hasher::new();
-                    let mut buffer = vec![0u8; 128 << 10];
-                    loop {
-                        let n = entry.read(&mut buffer)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buffer[..n]);
-                        out.write_all(&buffer[..n])?;
-                    }
-                    out.sync_all()?;
-                    if Some(hasher.finish()) != want.sha256 {
-                        let _ = fs::remove_file(&temp);
-                        anyhow::bail!(
-                            "{}: {} does not match the signed manifest",
-                            archive.display(),
-                            String::from_utf8_lossy(&path)
-                        );
-                    }
-                }
-                EntryKind::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default();
-                    if Some(target.as_slice()) != want.target.as_deref() {
-                        anyhow::bail!(
-                            "{}: {} points elsewhere than the manifest says",
-                            archive.display(),
-                            String::from_utf8_lossy(&path)
-                        );
-                    }
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &temp)?;
-                }
-                _ => continue,
-            }
-            apply_entry_metadata(&temp, want)?;
-            fs::rename(&temp, &disk)
-                .with_context(|| format!("cannot restore {}", disk.display()))?;
-            left.remove(&path);
-            if left.is_empty() {
-                break;
-            }
-        }
-    }
-    if let Some(missing) = left.iter().next() {
-        anyhow::bail!(
-            "{} is not in the archive of {version}",
-            String::from_utf8_lossy(missing)
-        );
-    }
-    crate::layout::fsync_dir(release_dir)?;
     Ok(())
 }
 
@@ -890,6 +768,7 @@ fn heartbeat(layout: &Layout, outcome: &Outcome, interval: u64) {
         Outcome::RolledBack(_) => "rolled back",
         Outcome::Busy => "busy",
         Outcome::Failed(_) => "failed",
+        Outcome::Drift(_) => "drift",
     };
     seclog::event_as(
         layout,
@@ -952,6 +831,7 @@ pub fn run(layout: &Layout, key: Option<PathBuf>, interval: Option<u64>) -> anyh
         match &outcome {
             Outcome::Healed(n) => eprintln!("bulletproofctl guard: healed {n} entries"),
             Outcome::RolledBack(m) | Outcome::Failed(m) => eprintln!("bulletproofctl guard: {m}"),
+            Outcome::Drift(_) => {} // said by the cycle
             Outcome::Busy => next_full = Instant::now() + Duration::from_secs(1),
             _ => {}
         }
@@ -966,7 +846,10 @@ pub fn run(layout: &Layout, key: Option<PathBuf>, interval: Option<u64>) -> anyh
             active = now_active;
             watcher = Watcher::new(layout, &active)?;
             next_full = Instant::now();
-        } else if !matches!(outcome, Outcome::Intact | Outcome::Idle | Outcome::Busy) {
+        } else if !matches!(
+            outcome,
+            Outcome::Intact | Outcome::Idle | Outcome::Busy | Outcome::Drift(_)
+        ) {
             // A heal replaced files and directories: new watches first, then whatever
             // the old ones caught meanwhile is checked next, so nothing falls between.
             let fresh = Watcher::new(layout, &active)?;

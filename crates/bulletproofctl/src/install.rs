@@ -266,6 +266,20 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
             integrity_trust::keygen(&layout.host_key(), &layout.host_public_key(), None)?;
         }
     }
+    if !options.dry_run {
+        // A root whose log key state was lost or damaged is not changed unlogged.
+        crate::seclog::ensure_ready(layout)?;
+        // The first activation (the empty release) is signed like every later one; on
+        // a root without a valid record (made by an older bulletproofctl, or whose
+        // record was damaged), installing again records what is active: an explicit
+        // act of the operator, logged.
+        if crate::activation::load(layout).ok().flatten().is_none() {
+            if let Some(active) = layout.active_version()? {
+                crate::activation::record(layout, &active, "install")?;
+                installer.change(format!("record {active} as the active version"));
+            }
+        }
+    }
 
     if let Some(key_path) = &options.public_key {
         let key = integrity_trust::load_public_key(key_path)?;

@@ -212,15 +212,11 @@ guard_interval_secs = 60
     /// Reads the root's configuration; defaults when the file does not exist.
     pub fn load(layout: &Layout) -> anyhow::Result<Self> {
         let path = layout.config_file();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self::default())
-            }
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", path.display()))
-            }
+        let Some(bytes) = read_trusted(&path)? else {
+            return Ok(Self::default());
         };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
         let config: Self =
             toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
         if config.keep_versions < 2 {
@@ -277,11 +273,10 @@ const HISTORY_LIMIT: usize = 50;
 impl State {
     pub fn load(layout: &Layout) -> anyhow::Result<Self> {
         let path = layout.state_file();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+        match read_trusted(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is corrupt", path.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+            None => Ok(Self::default()),
         }
     }
 
@@ -326,14 +321,13 @@ pub struct Txn {
 impl Txn {
     pub fn load(layout: &Layout) -> anyhow::Result<Option<Self>> {
         let path = layout.txn_file();
-        match fs::read(&path) {
-            Ok(bytes) => {
+        match read_trusted(&path)? {
+            Some(bytes) => {
                 Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
                     format!("{} is corrupt", path.display())
                 })?))
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+            None => Ok(None),
         }
     }
 
@@ -348,6 +342,51 @@ impl Txn {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// Reads a file that root acts on (configuration, updater state, journal, keys):
+/// `None` when it does not exist. Run as root, the file and its directory must be
+/// root's and not writable by group or others (a file someone else could have
+/// written is not ours to trust: a planted `restart_command` would run as root); a
+/// symlink, FIFO or device there is refused, never followed or blocked on.
+pub fn read_trusted(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    use integrity_common::handles;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let dir_path = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().context("no file name")?;
+    let dir = match handles::open_dir(dir_path) {
+        Ok(dir) => dir,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot open {}", dir_path.display()))
+        }
+    };
+    let (mut file, meta) = match handles::open_file_beneath(dir.as_fd(), name.as_bytes()) {
+        Ok(opened) => opened,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if nix::unistd::geteuid().is_root() {
+        let dir_meta = handles::fstat(&dir)?;
+        for (what, shown, meta) in [("directory", dir_path, dir_meta), ("file", path, meta)] {
+            if meta.uid != 0 || meta.perm() & 0o022 != 0 {
+                anyhow::bail!(
+                    "refusing {}: the {what} is owned by uid {} with mode {:04o}; root only \
+                     trusts what only root can write (chown root and chmod go-w it after \
+                     checking its content)",
+                    shown.display(),
+                    meta.uid,
+                    meta.perm()
+                );
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content: a

@@ -2,6 +2,7 @@
 //! bulletproof root's layout and life cycle. A library so the fuzz targets and tests
 //! can reach the parsers; nothing here is a stable API.
 
+pub mod activation;
 pub mod bundle;
 pub mod checksums;
 pub mod conf;
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod mounts;
 pub mod oplog;
 pub mod release;
+pub mod restore;
 pub mod seclog;
 
 /// The seed's application root.

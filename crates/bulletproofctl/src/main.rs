@@ -5,7 +5,7 @@
 //! issue.
 
 use bulletproofctl::{
-    bundle, conf, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
+    activation, bundle, conf, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
 };
 
 use anyhow::Context;
@@ -159,7 +159,8 @@ enum Command {
     /// Verify the active release against its signed manifest and heal it (daemon, or --once)
     #[command(after_help = "\
 Exit status of --once: 0 the release matches its signed manifest (or none is active);
-1 drift was found and healed (evidence in state/quarantine/); 3 drift could not be
+1 drift was found and healed (evidence in state/quarantine/), or drift the operator
+must act on (the security log's key state is missing or damaged: `log reinit`); 3 drift could not be
 healed and the previous version was activated; 2 error, an update holds the root, or
 the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
     Guard {
@@ -259,6 +260,18 @@ enum LogCommand {
         #[arg(long)]
         no_checkpoint: bool,
     },
+    /// Start a new epoch of the security logs (after their key state was lost or
+    /// damaged: security-relevant commands refuse to run until then). The old chains are
+    /// kept as *.closed-TIME; each new chain starts with a record saying why.
+    Reinit {
+        /// The root (run as root, the owner of ROOT/install)
+        #[arg(long, value_name = "ROOT", env = "BULLETPROOF_ROOT", default_value = DEFAULT_ROOT)]
+        root: PathBuf,
+        /// Where to write the new initial key (keep it off this host)
+        /// [default: ROOT/install/logkeys/initial.key]
+        #[arg(long, value_name = "FILE")]
+        log_key_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +327,8 @@ fn main() -> ExitCode {
         }
     }
     match run(cli.command) {
+        // A security record that could not be appended (said on stderr) fails the command.
+        Ok(0) if seclog::append_failed() => ExitCode::from(EXIT_ERROR),
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("bulletproofctl: error: {error:#}");
@@ -532,6 +547,10 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     eprintln!("bulletproofctl: {message}");
                     EXIT_ERROR
                 }
+                guard::Outcome::Drift(message) => {
+                    println!("drift: {message}");
+                    1
+                }
             })
         }
         Command::Render { root, vars } => {
@@ -604,8 +623,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 &initial_key.unwrap_or_else(|| seclog::master_key_path(&layout)),
             )?;
             let host_key = match host_key {
-                Some(path) => Some(integrity_trust::load_public_key(&path)?),
-                None => integrity_trust::load_public_key(&layout.host_public_key()).ok(),
+                Some(path) => Ok(integrity_trust::load_public_key(&path)?),
+                None => integrity_trust::load_public_key(&layout.host_public_key())
+                    .map_err(|e| e.to_string()),
             };
             let verdict = seclog::verify(
                 &files,
@@ -636,6 +656,33 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     Ok(EXIT_VERIFY)
                 }
             }
+        }
+        Command::Log {
+            command: LogCommand::Reinit { root, log_key_out },
+        } => {
+            let layout = layout::Layout::new(&root);
+            let done = seclog::reinit(&layout, log_key_out.as_deref())?;
+            println!(
+                "security log re-initialised: epoch {} ({})",
+                done.epoch,
+                done.reason
+                    .as_deref()
+                    .unwrap_or("on request; the key state was usable")
+            );
+            for file in &done.closed {
+                println!("closed: {}", file.display());
+            }
+            if let Some(id) = &done.new_host_key {
+                println!(
+                    "new host key {id} signs checkpoints ({})",
+                    layout.host_public_key().display()
+                );
+            }
+            println!(
+                "the new initial log key is in {}: copy it off this host and delete it here (log verify --initial-key needs it)",
+                done.master.display()
+            );
+            Ok(0)
         }
         Command::Snapshot {
             root,
@@ -702,10 +749,45 @@ fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
         .ok()
         .map(|k| integrity_trust::key_id(&k));
     let txn = layout::Txn::load(layout)?;
+    // Is the active version the one the last signed operation activated? (DESIGN §8)
+    let (activation, recorded, problem) = match activation::check(layout, &active) {
+        activation::Check::Authorized => ("authorized", Some(active.clone()), None),
+        activation::Check::Unrecorded => (
+            "unrecorded",
+            None,
+            (active != layout::EMPTY_RELEASE).then(|| {
+                "no signed operation recorded an activation (install/activated.json is missing)"
+                    .to_string()
+            }),
+        ),
+        // An interrupted operation's journal explains the difference (the next command
+        // undoes it): not an unauthorized activation.
+        activation::Check::Unauthorized { recorded, .. }
+            if txn
+                .as_ref()
+                .is_some_and(|t| t.from == recorded && (t.to == active || t.from == active)) =>
+        {
+            ("interrupted", Some(recorded), None)
+        }
+        activation::Check::Unauthorized { recorded, .. } => {
+            let message = format!("UNAUTHORIZED ACTIVATION: {active} is active, but the last signed operation activated {recorded} (the guard re-activates {recorded})");
+            ("unauthorized", Some(recorded), Some(message))
+        }
+        activation::Check::Unverifiable(why) => (
+            "unverifiable",
+            None,
+            Some(format!("the activation record cannot be trusted: {why}")),
+        ),
+    };
+    let code = if problem.is_some() { 4 } else { 0 };
+    if let Some(problem) = &problem {
+        eprintln!("bulletproofctl status: {problem}");
+    }
     if json {
         let value = serde_json::json!({
             "root": layout.root,
             "active": active,
+            "activation": { "status": activation, "recorded": recorded, "problem": problem },
             "previous": state.previous,
             "highest": state.highest,
             "kept": kept,
@@ -716,11 +798,15 @@ fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
             "interrupted": txn.map(|t| serde_json::json!({"op": t.op, "from": t.from, "to": t.to})),
         });
         println!("{value}");
-        return Ok(0);
+        return Ok(code);
     }
     let none = || "-".to_string();
     println!("root:              {}", layout.root.display());
     println!("active:            {active}");
+    match &problem {
+        Some(problem) => println!("activation:        !!! {problem}"),
+        None => println!("activation:        {activation}"),
+    }
     println!(
         "previous:          {}",
         state.previous.clone().unwrap_or_else(none)
@@ -761,7 +847,7 @@ fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
             txn.op, txn.from, txn.to
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 fn snapshot(
@@ -775,6 +861,7 @@ fn snapshot(
     if active == layout::EMPTY_RELEASE {
         anyhow::bail!("no release is active yet; nothing to snapshot");
     }
+    seclog::ensure_ready(layout)?;
     let key_path = match secret_key {
         Some(path) => path,
         None => {

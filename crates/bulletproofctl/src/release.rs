@@ -180,9 +180,29 @@ pub fn release_key(
     }
 }
 
+/// The one trust chain of a kept release: signature over `checksums.txt` → trusted
+/// comment (which must name `expected_version`, the version the release is kept and
+/// activated as: an older signed release copied over a newer one's directory is
+/// refused) → the manifest's checksum → the manifest.
+pub fn verify_release(
+    release: &Path,
+    key: &integrity_trust::PublicKey,
+    expected_version: &str,
+) -> anyhow::Result<(Baseline, ReleaseClaim)> {
+    let (manifest, claim) = load_release_manifest(release, key)?;
+    if claim.version.to_string() != expected_version {
+        bail!(
+            "{} is kept as version {expected_version} but signed as version {}",
+            release.display(),
+            claim.version
+        );
+    }
+    Ok((manifest, claim))
+}
+
 /// The manifest of a release, read from its directory and checked against the signed
-/// checksums kept beside it.
-pub fn load_release_manifest(
+/// checksums kept beside it (see [`verify_release`], which every caller uses).
+fn load_release_manifest(
     release: &Path,
     key: &integrity_trust::PublicKey,
 ) -> anyhow::Result<(Baseline, ReleaseClaim)> {
@@ -611,6 +631,7 @@ pub fn recover_interrupted(layout: &Layout, config: &Config) -> anyhow::Result<V
             activate(layout, &txn.from)?;
             let _ = restart_services(layout, config, &txn.from);
         }
+        crate::activation::record(layout, &txn.from, "recover-interrupted")?;
         if txn.created_release && txn.to != txn.from {
             remove_tree(&layout.release(&txn.to));
         }
@@ -763,6 +784,7 @@ fn switch_to(
 /// `update BUNDLE_DIR`.
 pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<Report, Failure> {
     let from = ensure_installed(layout)?;
+    crate::seclog::ensure_ready(layout)?;
     let config = Config::load(layout)?;
     let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
@@ -863,6 +885,7 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
     ));
     state_new.save(layout)?;
     state = state_new;
+    crate::activation::record(layout, &version, "update")?;
     Txn::clear(layout)?;
     crash_point("update-done");
     prune(layout, &config, &state)?;
@@ -917,6 +940,7 @@ fn prune(layout: &Layout, config: &Config, state: &State) -> anyhow::Result<()> 
 /// `rollback`: back to the version active before the current one.
 pub fn rollback(layout: &Layout, key: Option<&Path>) -> Result<Report, Failure> {
     ensure_installed(layout)?;
+    crate::seclog::ensure_ready(layout)?;
     let config = Config::load(layout)?;
     let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
@@ -943,6 +967,7 @@ pub fn rollback_held(
 /// `recover --to VER`: any kept version, or one from `archives/`.
 pub fn recover(layout: &Layout, version: &str, key: Option<&Path>) -> Result<Report, Failure> {
     ensure_installed(layout)?;
+    crate::seclog::ensure_ready(layout)?;
     let config = Config::load(layout)?;
     let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
@@ -1031,15 +1056,8 @@ fn switch_kept(
         )));
     }
     let key = release_key(layout, key)?;
-    let (manifest, claim) =
-        load_release_manifest(&release, &key).map_err(|e| refused(format!("{e:#}")))?;
-    if claim.version.to_string() != version {
-        return Err(refused(format!(
-            "{} is signed as version {}",
-            release.display(),
-            claim.version
-        )));
-    }
+    let (manifest, _) =
+        verify_release(&release, &key, version).map_err(|e| refused(format!("{e:#}")))?;
     quick_verify(&release, &manifest)
         .map_err(|e| refused(format!("kept release {version}: {e}")))?;
     switch_to(
@@ -1071,6 +1089,9 @@ fn finish_switch(
     let message = format!("{to} is active (was {from})");
     state.record(Event::new(op, Some(from), Some(to), "ok", &message));
     state.save(layout)?;
+    // Before the journal goes: until then an interruption puts `from` back (and
+    // records it again, below).
+    crate::activation::record(layout, to, op)?;
     Txn::clear(layout)?;
     crash_point(&format!("{op}-done"));
     prune(layout, config, &state)?;

@@ -25,6 +25,16 @@
 //!   rotated file); `logrotate … copytruncate` keeps the chain verifiable, and
 //!   `log verify OLD NEW` checks continuity across files.
 //!
+//! * **Fail closed**: on an installed root (its `install/` exists) the key state must be
+//!   there and trusted: `install/logkeys/` a directory, every `<c>.state` a regular file
+//!   that parses and continues its log's last record, `install/host.key` present; all
+//!   owned by root (by the running user when that is not root) and not writable by group
+//!   or others. [`ensure_ready`] checks that before a security-relevant command changes
+//!   anything, and refuses otherwise; the guard reports it as drift; a failed append is
+//!   an error ([`append_failed`]). The way back is explicit: [`reinit`] (`log reinit`)
+//!   closes the old chain (its files kept as `*.closed-<time>`) and starts a new epoch
+//!   whose first record says why.
+//!
 //! Limits, stated: a thief of the *current* key can append records that verify (forward
 //! security protects the past), and a root intruder can also use the host key; the
 //! checkpoint is also sent to syslog so a copy of the head leaves the host.
@@ -34,8 +44,10 @@ use anyhow::{bail, Context};
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -89,6 +101,188 @@ fn state_path(layout: &Layout, component: &str) -> PathBuf {
     layout.path(&format!("install/logkeys/{component}.state"))
 }
 
+fn logkeys_dir(layout: &Layout) -> PathBuf {
+    layout.path("install/logkeys")
+}
+
+/// The components that keep a security chain.
+pub const COMPONENTS: &[&str] = &["bulletproofctl", "guard"];
+
+/// Set when a security record could not be appended (see [`event_as`]).
+static APPEND_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a security record of this process could not be appended: the command must
+/// not report success.
+pub fn append_failed() -> bool {
+    APPEND_FAILED.load(Ordering::SeqCst)
+}
+
+/// Whether the root must keep a security log: it is installed (`install/` exists).
+fn required(layout: &Layout) -> bool {
+    fs::symlink_metadata(layout.install()).is_ok()
+}
+
+/// What the operator does about a missing or damaged key state.
+pub fn reinit_hint(layout: &Layout) -> String {
+    format!(
+        "re-initialise the security log explicitly with `bulletproofctl log reinit --root {}` (a new epoch, itself logged)",
+        layout.root.display()
+    )
+}
+
+/// Key state is trusted only when owned by root (by the running user, when that is not
+/// root) and not writable by group or others.
+fn check_trusted(path: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        bail!(
+            "{} is owned by uid {}, not root: untrusted",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by group or others (mode {:04o}): untrusted",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// `install/logkeys/` as a trusted directory.
+fn check_dir(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let dir = logkeys_dir(layout);
+    let meta = match fs::symlink_metadata(&dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} is missing", dir.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    check_trusted(&dir, &meta)?;
+    Ok(dir)
+}
+
+/// Opens a key file without following a symlink, and checks what was opened.
+fn open_trusted(path: &Path) -> anyhow::Result<fs::File> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} is missing", path.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    check_trusted(path, &meta)?;
+    Ok(file)
+}
+
+/// A component's key state, read only from a trusted file and checked field by field.
+fn load_state(layout: &Layout, component: &str) -> anyhow::Result<KeyState> {
+    let path = state_path(layout, component);
+    let mut bytes = Vec::new();
+    open_trusted(&path)?
+        .take(4096)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let state: KeyState = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is damaged ({e})", path.display()))?;
+    if state.key.len() != 64 || unhex(&state.key).is_none() {
+        bail!("{} is damaged (no 32-byte key)", path.display());
+    }
+    if state.prev.len() != 64 || unhex(&state.prev).is_none() {
+        bail!("{} is damaged (no previous MAC)", path.display());
+    }
+    Ok(state)
+}
+
+/// Locks `install/logkeys/` (one writer of the key states at a time; the lock is on
+/// the directory because each state file is replaced by a rename).
+fn lock_dir(dir: &Path, exclusive: bool) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let file = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let arg = if exclusive {
+        nix::fcntl::FlockArg::LockExclusive
+    } else {
+        nix::fcntl::FlockArg::LockShared
+    };
+    nix::fcntl::Flock::lock(file, arg)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", dir.display()))
+}
+
+/// The state must continue the log: its last record is the one before `next_seq` (or,
+/// after a crash between the two writes, the record at `next_seq`, made with the key).
+fn check_continues(layout: &Layout, component: &str, state: &KeyState) -> anyhow::Result<()> {
+    let log = jsonl_path(layout, component);
+    // An empty or missing log (rotated) continues anything; a torn last line is for
+    // `log verify` to name.
+    let Some(last) = last_line(&log)? else {
+        return Ok(());
+    };
+    let Ok(record) = parse_line(&last) else {
+        return Ok(());
+    };
+    let key = unhex(&state.key).context("log key state is corrupt")?;
+    let continues = (record.seq + 1 == state.next_seq && record.mac == state.prev)
+        || (record.seq == state.next_seq && mac_of(&key, record.body.as_bytes()) == record.mac);
+    if !continues {
+        bail!(
+            "{} does not continue {} (it expects seq {}, the log ends at seq {}): the key state was replaced, or the log's tail edited",
+            state_path(layout, component).display(),
+            log.display(),
+            state.next_seq,
+            record.seq
+        );
+    }
+    Ok(())
+}
+
+/// Everything the log needs to append and checkpoint, checked (no lock taken).
+fn check_keys_unlocked(layout: &Layout) -> anyhow::Result<()> {
+    for component in COMPONENTS {
+        let state = load_state(layout, component)?;
+        check_continues(layout, component, &state)?;
+    }
+    let host_key = layout.host_key();
+    let meta = open_trusted(&host_key)?.metadata()?;
+    if meta.len() == 0 {
+        bail!("{} is empty", host_key.display());
+    }
+    Ok(())
+}
+
+/// Checks the security log's key state; `Err` says what is missing or damaged.
+pub fn check_keys(layout: &Layout) -> anyhow::Result<()> {
+    let dir = check_dir(layout)?;
+    let _lock = lock_dir(&dir, false)?;
+    check_keys_unlocked(layout)
+}
+
+/// Before a security-relevant command changes anything: on an installed root the
+/// security log must be able to record it, else the command is refused (fail closed).
+pub fn ensure_ready(layout: &Layout) -> anyhow::Result<()> {
+    if !required(layout) {
+        return Ok(());
+    }
+    check_keys(layout).map_err(|error| {
+        anyhow::anyhow!(
+            "refused: the security log's key state is missing or damaged ({error:#}), and a security-relevant command does not run unlogged; nothing was changed. To go on, {}",
+            reinit_hint(layout)
+        )
+    })
+}
+
 pub fn master_key_path(layout: &Layout) -> PathBuf {
     layout.path("install/logkeys/initial.key")
 }
@@ -115,6 +309,13 @@ pub fn init_keys(
     if components.iter().all(|c| state_path(layout, c).exists()) {
         return Ok(None);
     }
+    if let Some(evidence) = previous_chain(layout, components) {
+        bail!(
+            "the security log's key state is missing or incomplete, but its chain was started ({}); install does not silently start a new one: {}",
+            evidence.display(),
+            reinit_hint(layout)
+        );
+    }
     let mut master = [0u8; 32];
     getrandom(&mut master)?;
     let target = out
@@ -137,6 +338,21 @@ pub fn init_keys(
     Ok(Some(target))
 }
 
+/// A file showing that a chain of `components` was started (records or a checkpoint).
+fn previous_chain(layout: &Layout, components: &[&str]) -> Option<PathBuf> {
+    components.iter().find_map(|component| {
+        let log = jsonl_path(layout, component);
+        let checkpoint = checkpoint_path(&log);
+        if fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+            Some(log)
+        } else if fs::symlink_metadata(&checkpoint).is_ok() {
+            Some(checkpoint)
+        } else {
+            None
+        }
+    })
+}
+
 fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
     use std::io::Read;
     fs::File::open("/dev/urandom")
@@ -145,8 +361,9 @@ fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
 }
 
 /// Appends one security record to `component`'s chain (and a human line), signs the
-/// new head as a checkpoint with the host key when there is one. Serialised by a lock
-/// on the key state.
+/// new head as a checkpoint with the host key. Serialised by a lock on
+/// `install/logkeys/`. Fails when the key state is missing, untrusted or damaged, and
+/// when the checkpoint cannot be signed.
 pub fn append(
     layout: &Layout,
     component: &str,
@@ -154,21 +371,21 @@ pub fn append(
     msg: &str,
     data: serde_json::Value,
 ) -> anyhow::Result<u64> {
+    let dir = check_dir(layout)?;
+    let _lock = lock_dir(&dir, true)?;
+    append_locked(layout, component, event, msg, data)
+}
+
+/// [`append`] for a caller holding the lock of `install/logkeys/`.
+fn append_locked(
+    layout: &Layout,
+    component: &str,
+    event: &str,
+    msg: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<u64> {
     let state_file = state_path(layout, component);
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&state_file)
-        .with_context(|| {
-            format!(
-                "no log key for {component} at {} (run install)",
-                state_file.display()
-            )
-        })?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", state_file.display()))?;
-    let mut state: KeyState = serde_json::from_slice(&fs::read(&state_file)?)
-        .with_context(|| format!("{} is corrupt", state_file.display()))?;
+    let mut state = load_state(layout, component)?;
     let mut key = unhex(&state.key).context("log key state is corrupt")?;
     let log = jsonl_path(layout, component);
 
@@ -228,34 +445,32 @@ pub fn append(
     {
         let _ = writeln!(file, "[{ts}] {event}: {}", msg.replace('\n', " "));
     }
-    checkpoint(layout, &log, seq, &mac, &ts);
+    checkpoint(layout, &log, seq, &mac, &ts).with_context(|| {
+        format!("record {seq} of {component} was written, but its checkpoint was not signed")
+    })?;
     Ok(seq)
 }
 
-/// Signs `seq:N<TAB>mac:HEX<TAB>ts:TS` with the host key (best effort: the chain itself
-/// does not depend on it) and sends the same line to syslog.
-fn checkpoint(layout: &Layout, log: &Path, seq: u64, mac: &str, ts: &str) {
+/// Signs `seq:N<TAB>mac:HEX<TAB>ts:TS` with the host key and sends the same line to
+/// syslog (best effort).
+fn checkpoint(layout: &Layout, log: &Path, seq: u64, mac: &str, ts: &str) -> anyhow::Result<()> {
     let text = format!(
         "seq:{seq}\tmac:{mac}\tts:{ts}\tfile:{}\n",
         log.file_name().unwrap_or_default().to_string_lossy()
     );
-    let Ok(sk) = integrity_trust::load_secret_key(
+    open_trusted(&layout.host_key())?;
+    let sk = integrity_trust::load_secret_key(
         &layout.host_key(),
         integrity_trust::Password::PromptIfTerminal,
-    ) else {
-        return;
-    };
-    let Ok(signature) = integrity_trust::sign(&sk, text.as_bytes(), &format!("checkpoint:{seq}"))
-    else {
-        return;
-    };
+    )?;
+    let signature = integrity_trust::sign(&sk, text.as_bytes(), &format!("checkpoint:{seq}"))?;
     let path = checkpoint_path(log);
     let mut sig_path = path.as_os_str().to_owned();
     sig_path.push(".minisig");
     // Signature first: a crash between the two leaves a checkpoint whose signature
     // does not verify, which the verifier reports, never a forged-looking one.
-    let _ = write_atomically(Path::new(&sig_path), signature.as_bytes(), 0o644);
-    let _ = write_atomically(&path, text.as_bytes(), 0o644);
+    write_atomically(Path::new(&sig_path), signature.as_bytes(), 0o644)?;
+    write_atomically(&path, text.as_bytes(), 0o644)?;
     if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
         let message = format!(
             "<86>1 {ts} - bulletproof - checkpoint - {}",
@@ -263,10 +478,11 @@ fn checkpoint(layout: &Layout, log: &Path, seq: u64, mac: &str, ts: &str) {
         );
         let _ = socket.send_to(message.as_bytes(), "/dev/log");
     }
+    Ok(())
 }
 
 fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     let mut file = match fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -347,7 +563,9 @@ pub struct Verdict {
 
 pub struct VerifyOptions {
     pub master: [u8; 32],
-    pub host_key: Option<integrity_trust::PublicKey>,
+    /// The host public key that signs checkpoints, or why there is none: a checkpoint
+    /// is then not checked, and the log is not called intact.
+    pub host_key: Result<integrity_trust::PublicKey, String>,
     pub max_age_secs: Option<u64>,
     pub require_checkpoint: bool,
 }
@@ -595,24 +813,29 @@ struct Checkpoint {
     component: Option<String>,
 }
 
-/// `Ok(None)`: no checkpoint file. The signature is checked when a host key is known.
+/// `Ok(None)`: no checkpoint file. A checkpoint whose signature cannot be checked (no
+/// host key) is an error, never taken on trust.
 fn read_checkpoint(
     path: &Path,
-    host_key: Option<&integrity_trust::PublicKey>,
+    host_key: Result<&integrity_trust::PublicKey, &String>,
 ) -> Result<Option<Checkpoint>, String> {
     let text = match fs::read(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    if let Some(key) = host_key {
-        let mut sig_path = path.as_os_str().to_owned();
-        sig_path.push(".minisig");
-        let signature =
-            fs::read_to_string(&sig_path).map_err(|e| format!("signature missing: {e}"))?;
-        integrity_trust::verify(key, &text, &signature, false)
-            .map_err(|e| format!("signature: {e}"))?;
-    }
+    let key = host_key.map_err(|why| {
+        format!(
+            "{}: its signature cannot be checked, no host public key ({why}; give --host-key): not vouched for",
+            path.display()
+        )
+    })?;
+    let mut sig_path = path.as_os_str().to_owned();
+    sig_path.push(".minisig");
+    let signature = fs::read_to_string(&sig_path)
+        .map_err(|e| format!("{}: signature missing: {e}", path.display()))?;
+    integrity_trust::verify(key, &text, &signature, false)
+        .map_err(|e| format!("{}: signature: {e}", path.display()))?;
     let text = String::from_utf8(text).map_err(|_| "not text".to_string())?;
     let mut seq = None;
     let mut mac = None;
@@ -643,19 +866,251 @@ pub fn read_master(path: &Path) -> anyhow::Result<[u8; 32]> {
     unhex(&text).with_context(|| format!("{} is not a log key (64 hex digits)", path.display()))
 }
 
-/// Logs a security event of `component` (best effort: a root installed before logs
-/// existed, or a full disk, must not turn a finished operation into a failure).
+/// Logs a security event of `component`. On an installed root a record that cannot be
+/// appended is an error: said on stderr at once, and [`append_failed`] turns the
+/// command's exit status into a failure (the command ran [`ensure_ready`] first, so
+/// this is a key state lost meanwhile, a full disk, …). A root not installed has no log.
 pub fn event_as(layout: &Layout, component: &str, event: &str, msg: &str, data: serde_json::Value) {
-    if state_path(layout, component).exists() {
-        if let Err(error) = append(layout, component, event, msg, data) {
-            eprintln!("bulletproofctl: warning: security log: {error:#}");
-        }
+    if !required(layout) {
+        return;
+    }
+    if let Err(error) = append(layout, component, event, msg, data) {
+        APPEND_FAILED.store(true, Ordering::SeqCst);
+        eprintln!(
+            "bulletproofctl: error: the security log did not record {event} ({component}): {error:#}; {}",
+            reinit_hint(layout)
+        );
     }
 }
 
 /// A security event of `bulletproofctl` itself (install, update, rollback, …).
 pub fn event(layout: &Layout, event: &str, msg: &str, data: serde_json::Value) {
     event_as(layout, "bulletproofctl", event, msg, data)
+}
+
+/// What [`reinit`] did.
+#[derive(Debug)]
+pub struct Reinit {
+    /// The time that names the closed chain's files (`*.closed-<epoch>`).
+    pub epoch: String,
+    /// Where the new initial key went.
+    pub master: PathBuf,
+    /// Why the old key state could not be used (`None`: it could; a key rotation).
+    pub reason: Option<String>,
+    /// The closed chain's files, under their new names.
+    pub closed: Vec<PathBuf>,
+    /// The id of a host key made because the old one was missing or untrusted.
+    pub new_host_key: Option<String>,
+}
+
+/// `log reinit`: the explicit way back after the key state was lost or damaged. Closes
+/// every component's chain (its log, checkpoint, human log, the default initial key and
+/// an unusable host key renamed `*.closed-<epoch>`, kept as evidence and still
+/// verifiable with the old initial key), makes a new initial key (to `out`, else
+/// `install/logkeys/initial.key`) and key states, and starts each chain with a
+/// `log-reinit` record naming the reason and the closed chain's last record. Run by the
+/// owner of `install/` (root), which must not be writable by group or others.
+pub fn reinit(layout: &Layout, out: Option<&Path>) -> anyhow::Result<Reinit> {
+    let install = layout.install();
+    let meta = fs::symlink_metadata(&install).with_context(|| {
+        format!(
+            "{} is not installed ({} is missing)",
+            layout.root.display(),
+            install.display()
+        )
+    })?;
+    let euid = nix::unistd::geteuid();
+    if !meta.is_dir() || meta.uid() != euid.as_raw() {
+        bail!(
+            "{} is not a directory owned by uid {} (run log reinit as root, the owner of the root's state)",
+            install.display(),
+            euid
+        );
+    }
+    check_trusted(&install, &meta)?;
+    let reason = check_keys(layout).err().map(|e| format!("{e:#}"));
+    let default_master = master_key_path(layout);
+    let master_target = out.map(Path::to_path_buf).unwrap_or(default_master.clone());
+    if out.is_some() && fs::symlink_metadata(&master_target).is_ok() {
+        bail!(
+            "{} exists: give --log-key-out a new file (the old initial key verifies the closed chain)",
+            master_target.display()
+        );
+    }
+    // The epoch's name, unique among what is there.
+    let base = integrity_common::manifest::now_timestamp().replace([':', '-'], "");
+    let mut epoch = base.clone();
+    for n in 1.. {
+        let taken = COMPONENTS
+            .iter()
+            .any(|c| fs::symlink_metadata(closed(&jsonl_path(layout, c), &epoch)).is_ok())
+            || fs::symlink_metadata(closed(&logkeys_dir(layout), &epoch)).is_ok();
+        if !taken {
+            break;
+        }
+        epoch = format!("{base}-{n}");
+    }
+    let mut closed_files = Vec::new();
+
+    // A trusted directory for the keys (whatever stands in its place is moved aside).
+    let dir = logkeys_dir(layout);
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => close(&dir, &closed(&dir, &epoch), &mut closed_files)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+    if let Err(e) = fs::create_dir(&dir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+        }
+    }
+    std::os::unix::fs::chown(
+        &dir,
+        Some(euid.as_raw()),
+        Some(nix::unistd::getegid().as_raw()),
+    )?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    check_dir(layout)?;
+    let _lock = lock_dir(&dir, true)?;
+
+    // Close the old chains, remembering where each ended.
+    let mut previous = serde_json::Map::new();
+    for component in COMPONENTS {
+        let log = jsonl_path(layout, component);
+        let last = last_line(&log)
+            .ok()
+            .flatten()
+            .and_then(|l| parse_line(&l).ok());
+        let checkpoint = checkpoint_path(&log);
+        let mut sig = checkpoint.as_os_str().to_owned();
+        sig.push(".minisig");
+        let closed_log = closed(&log, &epoch);
+        let had_log = fs::symlink_metadata(&log).is_ok();
+        close_at(&log, &epoch, &mut closed_files)?;
+        // The checkpoint keeps its place beside the closed log (`log verify` finds it).
+        for (from, to) in [
+            (checkpoint.clone(), checkpoint_path(&closed_log)),
+            (PathBuf::from(&sig), {
+                let mut to = checkpoint_path(&closed_log).into_os_string();
+                to.push(".minisig");
+                PathBuf::from(to)
+            }),
+        ] {
+            close(&from, &to, &mut closed_files)?;
+        }
+        close_at(
+            &layout.path(&format!("logs/security/{component}.log")),
+            &epoch,
+            &mut closed_files,
+        )?;
+        previous.insert(
+            (*component).to_owned(),
+            serde_json::json!({
+                "file": had_log.then(|| closed_log.display().to_string()),
+                "last_seq": last.as_ref().map(|r| r.seq),
+                "last_mac": last.as_ref().map(|r| r.mac.clone()),
+            }),
+        );
+        // The old writer's key is erased (forward security), never reused.
+        let state = state_path(layout, component);
+        if fs::symlink_metadata(&state).is_ok() && fs::remove_file(&state).is_err() {
+            close_at(&state, &epoch, &mut closed_files)?;
+        }
+    }
+    if out.is_none() {
+        close_at(&default_master, &epoch, &mut closed_files)?;
+    }
+    // The host key that signs checkpoints: kept when usable, else replaced.
+    let mut new_host_key = None;
+    let host_key_usable = open_trusted(&layout.host_key())
+        .and_then(|f| Ok(f.metadata()?.len() > 0))
+        .unwrap_or(false);
+    if !host_key_usable {
+        close_at(&layout.host_key(), &epoch, &mut closed_files)?;
+        close_at(&layout.host_public_key(), &epoch, &mut closed_files)?;
+        new_host_key = Some(integrity_trust::keygen(
+            &layout.host_key(),
+            &layout.host_public_key(),
+            None,
+        )?);
+    }
+
+    // The new epoch: initial key, states, and a first record in each chain.
+    let mut master = [0u8; 32];
+    getrandom(&mut master)?;
+    write_atomically(
+        &master_target,
+        format!("{}\n", hex(&master)).as_bytes(),
+        0o400,
+    )?;
+    for component in COMPONENTS {
+        let state = KeyState {
+            next_seq: 0,
+            key: hex(&initial_key(&master, component)),
+            prev: ZERO_MAC.into(),
+        };
+        write_atomically(
+            &state_path(layout, component),
+            &serde_json::to_vec(&state)?,
+            0o600,
+        )?;
+    }
+    master.fill(0);
+    let why = reason
+        .clone()
+        .unwrap_or_else(|| "on request (the key state was usable)".into());
+    for component in COMPONENTS {
+        let ended = match &previous[*component]["last_seq"] {
+            serde_json::Value::Number(seq) => format!("ended at seq {seq}"),
+            _ => "had no readable record".into(),
+        };
+        append_locked(
+            layout,
+            component,
+            "log-reinit",
+            &format!(
+                "security log re-initialised, epoch {epoch}: {why}; the previous chain {ended} (files kept as *.closed-{epoch})"
+            ),
+            serde_json::json!({
+                "epoch": epoch,
+                "reason": reason,
+                "previous": previous[*component],
+                "initial_key": master_target,
+                "new_host_key": new_host_key,
+                "uid": euid.as_raw(),
+            }),
+        )?;
+    }
+    Ok(Reinit {
+        epoch,
+        master: master_target,
+        reason,
+        closed: closed_files,
+        new_host_key,
+    })
+}
+
+/// Renames `from` to `to` when it is there, noting it in `list`.
+fn close(from: &Path, to: &Path, list: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if fs::symlink_metadata(from).is_ok() {
+        fs::rename(from, to)
+            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+        list.push(to.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Renames `path` to `<path>.closed-<epoch>` when it is there.
+fn close_at(path: &Path, epoch: &str, list: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    close(path, &closed(path, epoch), list)
+}
+
+/// `path` with `.closed-<epoch>` appended.
+fn closed(path: &Path, epoch: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".closed-{epoch}"));
+    PathBuf::from(name)
 }
 
 #[cfg(test)]

@@ -418,3 +418,88 @@ fn a_tampered_release_manifest_is_restored_from_the_archive() {
         "#!/bin/sh\necho 1.0.0\n"
     );
 }
+
+/// `install/active` flipped to an older kept release (no signed operation did it):
+/// `status` says so loudly and exits 4, the guard re-activates the recorded version.
+#[test]
+fn a_downgrade_by_symlink_flip_is_drift_and_healed() {
+    let root = Root::new();
+    let active = root.root().join("install/active");
+    let temp = root.root().join("install/.flip");
+    std::os::unix::fs::symlink("releases/1.0.0", &temp).unwrap();
+    fs::rename(&temp, &active).unwrap();
+    assert_eq!(
+        fs::read_to_string(root.core("lib/config")).unwrap(),
+        "v=1.0.0\n"
+    );
+
+    let status = ctl(&["status", "--root", &root.r()]);
+    assert_eq!(status.status.code(), Some(4), "{}", text(&status));
+    assert!(
+        text(&status).contains("UNAUTHORIZED ACTIVATION: 1.0.0 is active, but the last signed operation activated 1.1.0"),
+        "{}",
+        text(&status)
+    );
+    let json = ctl(&["status", "--json", "--root", &root.r()]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["activation"]["status"], "unauthorized");
+    assert_eq!(value["activation"]["recorded"], "1.1.0");
+
+    let healed = root.guard_once();
+    assert_eq!(healed.status.code(), Some(1), "{}", text(&healed));
+    assert_eq!(fs::read_link(&active).unwrap(), Path::new("releases/1.1.0"));
+    assert_eq!(
+        fs::read_to_string(root.core("lib/config")).unwrap(),
+        "v=1.1.0\n"
+    );
+    assert!(root.security_log().contains("unauthorized activation"));
+    ok(ctl(&["status", "--root", &root.r()]));
+    assert_eq!(root.guard_once().status.code(), Some(0));
+}
+
+/// An older signed release copied over the active one's directory: its signature is
+/// valid, but it is signed as 1.0.0 and kept as 1.1.0 — refused, and healed from the
+/// archive of 1.1.0 (manifest first, then every entry).
+#[test]
+fn a_downgrade_by_copied_older_release_is_healed() {
+    let root = Root::new();
+    let releases = root.root().join("install/releases");
+    let copied = Command::new("cp")
+        .args(["-a", "--remove-destination", "-T"])
+        .arg(releases.join("1.0.0"))
+        .arg(releases.join("1.1.0"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    assert_eq!(
+        fs::read_to_string(root.core("lib/config")).unwrap(),
+        "v=1.0.0\n"
+    );
+
+    let healed = root.guard_once();
+    assert_eq!(healed.status.code(), Some(1), "{}", text(&healed));
+    assert_eq!(
+        fs::read_to_string(root.core("lib/config")).unwrap(),
+        "v=1.1.0\n"
+    );
+    assert!(
+        root.security_log().contains("signed as version 1.0.0"),
+        "{}",
+        root.security_log()
+    );
+    assert_eq!(root.guard_once().status.code(), Some(0));
+}
+
+/// Deleting the activation record does not make a flip invisible: the guard reports
+/// drift until the operator records the active version again (`install`).
+#[test]
+fn a_deleted_activation_record_is_drift() {
+    let root = Root::new();
+    fs::remove_file(root.root().join("install/activated.json")).unwrap();
+    let out = root.guard_once();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no signed operation recorded an activation"));
+    assert_eq!(ctl(&["status", "--root", &root.r()]).status.code(), Some(4));
+    ok(ctl(&["install", "--root", &root.r(), "--mounts", "no"]));
+    assert_eq!(root.guard_once().status.code(), Some(0));
+}

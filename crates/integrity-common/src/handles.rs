@@ -161,6 +161,19 @@ fn checked_file(fd: OwnedFd, listed: Option<&Meta>) -> io::Result<(File, Meta)> 
     Ok((File::from(fd), meta))
 }
 
+/// Opens the regular file at `path` for reading: no symlink followed in its last
+/// component, no blocking on a FIFO, checked with `fstat` (for files in root's own
+/// directories, such as the signed archives).
+pub fn open_file(path: &Path) -> io::Result<(File, Meta)> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    checked_file(fd, None)
+}
+
 /// The components of a relative path below a handle; `/a/b` and `a/b` are the same.
 /// Empty components and `.` are skipped; `..` is refused.
 fn components(rel: &[u8]) -> io::Result<Vec<&[u8]>> {
@@ -357,6 +370,157 @@ pub fn write_atomic_at(
         return Err(e);
     }
     rustix::fs::fsync(dir).map_err(errno)
+}
+
+/// `renameat`: moves `from` in `from_dir` to `to` in `to_dir` (replacing `to`).
+pub fn rename_at(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    rustix::fs::renameat(from_dir, from, to_dir, to).map_err(errno)
+}
+
+/// Creates the symlink `name` in `dir` pointing at `target`.
+pub fn symlink_at(target: &[u8], dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name).map_err(errno)
+}
+
+/// Removes `name` from `dir`, a whole directory tree included, through handles: a
+/// directory swapped for a symlink mid-way is unlinked as a symlink, never entered.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let meta = match stat_at(dir, name) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(errno);
+    }
+    let sub = open_subdir(dir, name)?;
+    for child in child_names(sub.as_fd())? {
+        remove_all_at(sub.as_fd(), &child)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(errno)
+}
+
+/// The names in the directory `dir` (without `.` and `..`).
+pub fn child_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let listing = rustix::fs::Dir::read_from(dir).map_err(errno)?;
+    let mut names = Vec::new();
+    for item in listing {
+        let item = item.map_err(errno)?;
+        let name = item.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Copies `name` of `from_dir` (a file, symlink or directory tree) to `to_name` in
+/// `to_dir` through handles; new files and directories are the caller's, mode 0600 /
+/// 0700 (evidence, not a working copy). Devices, FIFOs and sockets are not copied.
+pub fn copy_tree_at(
+    from_dir: BorrowedFd<'_>,
+    name: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to_name: &CStr,
+) -> io::Result<()> {
+    let meta = stat_at(from_dir, name)?;
+    match meta.file_type() {
+        FileType::Symlink => symlink_at(&read_link_at(from_dir, name)?, to_dir, to_name),
+        FileType::Directory => {
+            rustix::fs::mkdirat(to_dir, to_name, Mode::from_raw_mode(0o700)).map_err(errno)?;
+            let from = open_subdir(from_dir, name)?;
+            let to = open_subdir(to_dir, to_name)?;
+            for child in child_names(from.as_fd())? {
+                copy_tree_at(from.as_fd(), &child, to.as_fd(), &child)?;
+            }
+            Ok(())
+        }
+        FileType::RegularFile => {
+            let (mut source, _) = open_file_at(from_dir, name, Some(&meta))?;
+            let fd = rustix::fs::openat(
+                to_dir,
+                to_name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(errno)?;
+            let mut target = File::from(fd);
+            io::copy(&mut source, &mut target)?;
+            target.sync_all()
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Sets owner (when given) and mode of `name` in `dir` without following a symlink,
+/// after checking it is still of the `expected` type: through the opened inode
+/// (`fchown`/`fchmod`; FIFOs opened non-blocking, devices and sockets as `O_PATH`
+/// handles). A symlink gets its owner only (`lchown`); symlinks have no mode.
+pub fn set_meta_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    expected: FileType,
+    owner: Option<(u32, u32)>,
+    mode: u32,
+) -> io::Result<()> {
+    let wrong_type = || io::Error::other("changed type (not touched)");
+    if expected == FileType::Symlink {
+        if stat_at(dir, name)?.file_type() != FileType::Symlink {
+            return Err(wrong_type());
+        }
+        let Some((uid, gid)) = owner else {
+            return Ok(());
+        };
+        return rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno);
+    }
+    let flags = match expected {
+        FileType::Directory => OFlags::RDONLY | OFlags::DIRECTORY,
+        FileType::RegularFile | FileType::Fifo => OFlags::RDONLY | OFlags::NONBLOCK,
+        _ => OFlags::PATH,
+    };
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => wrong_type(),
+        e => errno(e),
+    })?;
+    if fstat(&fd)?.file_type() != expected {
+        return Err(wrong_type());
+    }
+    if !flags.contains(OFlags::PATH) {
+        return set_owner_mode(fd.as_fd(), owner, mode);
+    }
+    // An O_PATH handle takes neither fchown nor fchmod: chown it as an empty path,
+    // chmod it through its /proc/self/fd link (the same inode, already checked).
+    if let Some((uid, gid)) = owner {
+        rustix::fs::chownat(
+            &fd,
+            c"",
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::EMPTY_PATH,
+        )
+        .map_err(errno)?;
+    }
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::chmod(link.as_str(), Mode::from_raw_mode(mode as _)).map_err(errno)
 }
 
 #[cfg(test)]
