@@ -144,7 +144,9 @@ fn write_archive(
     let file = tempfile::Builder::new()
         .prefix(".build.")
         .tempfile_in(out.parent().unwrap_or(Path::new(".")))?;
-    let encoder = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), level)?;
+    // Independent frames, a new one every few MiB at an entry boundary: the guard
+    // restores one entry without decoding what precedes it (see `frames`).
+    let encoder = crate::frames::FrameWriter::new(BufWriter::with_capacity(1 << 20, file), level)?;
     let mut builder = tar::Builder::new(encoder);
     builder.mode(tar::HeaderMode::Deterministic);
     let mut bytes = 0u64;
@@ -153,6 +155,7 @@ fn write_archive(
         if within.is_empty() {
             continue; // the tree root: its mode lives in the manifest
         }
+        builder.get_mut().entry_boundary();
         let rel = std::ffi::OsStr::from_bytes(&within[1..]);
         let source = dir.join(rel);
         let mut header = tar::Header::new_gnu();

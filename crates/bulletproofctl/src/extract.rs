@@ -104,6 +104,17 @@ pub fn extract(
     dest: &Path,
     budget: &Budget,
 ) -> Result<BTreeMap<Vec<u8>, Item>, Refused> {
+    extract_indexed(reader, dest, budget, &mut BTreeMap::new())
+}
+
+/// [`extract`], noting in `headers` where each entry's tar header starts in the
+/// stream (for the restore index, see `frames`).
+pub fn extract_indexed(
+    reader: impl Read,
+    dest: &Path,
+    budget: &Budget,
+    headers: &mut BTreeMap<Vec<u8>, u64>,
+) -> Result<BTreeMap<Vec<u8>, Item>, Refused> {
     let mut items: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
     let mut symlinks: Vec<(Vec<u8>, PathBuf, Vec<u8>)> = Vec::new();
     let allowance = Rc::new(Cell::new(HEADER_ALLOWANCE));
@@ -145,6 +156,7 @@ pub fn extract(
         if items.contains_key(&key) {
             return Err(refuse(&shown, "appears twice"));
         }
+        headers.insert(key.clone(), entry.raw_header_position());
         let target = dest.join(&relative);
         let kind = entry.header().entry_type();
         let item = if kind.is_dir() {

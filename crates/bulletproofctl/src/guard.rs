@@ -405,7 +405,11 @@ impl Guard {
                     );
                 }
             }
-            pending = find_drift(&release_dir, &manifest, None);
+            // Re-check what was healed (the rest was verified moments ago, and any
+            // new change to it comes as an event or meets the periodic full check):
+            // the heal is logged without a second pass over the whole release.
+            let healed_paths: BTreeSet<Vec<u8>> = pending.iter().map(|d| d.path.clone()).collect();
+            pending = find_drift(&release_dir, &manifest, Some(&healed_paths));
             if pending.is_empty() {
                 break;
             }

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod checksums;
 pub mod conf;
 pub mod extract;
+pub mod frames;
 pub mod fuzzing;
 pub mod guard;
 pub mod install;

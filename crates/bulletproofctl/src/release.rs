@@ -14,6 +14,7 @@
 
 use crate::checksums::{self, ReleaseClaim};
 use crate::extract::{self, Budget, Item};
+use crate::frames;
 use crate::layout::{fsync_dir, Config, Event, Layout, State, Txn, EMPTY_RELEASE};
 use anyhow::{bail, Context};
 use integrity_common::{Baseline, EntryKind, Sha256Digest};
@@ -474,19 +475,38 @@ fn stage_bundle(
     let budget = Budget::new(config.max_release_bytes, config.max_entries);
     let core_file = bundle.files.remove(&core_name).expect("verified").1;
     let modules_file = bundle.files.remove(&modules_name).expect("verified").1;
-    let run =
-        |file: fs::File, dir: &Path, name: &str| -> Result<BTreeMap<Vec<u8>, Item>, Failure> {
-            fs::create_dir(dir).map_err(|e| Failure::Error(e.into()))?;
-            let decoder = zstd::Decoder::new(file).map_err(|e| refused(format!("{name}: {e}")))?;
-            extract::extract(decoder, dir, &budget).map_err(|e| refused(format!("{name}: {e}")))
+    // Extraction also notes where each frame and entry is: the restore index.
+    let run = |file: fs::File,
+               dir: &Path,
+               name: &str|
+     -> Result<(BTreeMap<Vec<u8>, Item>, frames::ArchiveIndex), Failure> {
+        fs::create_dir(dir).map_err(|e| Failure::Error(e.into()))?;
+        let (decoder, seen) =
+            frames::FrameReader::new(file).map_err(|e| refused(format!("{name}: {e}")))?;
+        let mut headers = BTreeMap::new();
+        let items = extract::extract_indexed(decoder, dir, &budget, &mut headers)
+            .map_err(|e| refused(format!("{name}: {e}")))?;
+        let index = frames::ArchiveIndex {
+            frames: seen.borrow().clone(),
+            entries: headers
+                .into_iter()
+                .map(|(key, at)| (integrity_common::pathenc::encode(&key).into_owned(), at))
+                .collect(),
         };
+        Ok((items, index))
+    };
     let core_dir = stage.path().join("core");
     let modules_dir = stage.path().join("modules");
     let (core_items, modules_items) = rayon::join(
         || run(core_file, &core_dir, &core_name),
         || run(modules_file, &modules_dir, &modules_name),
     );
-    let (core_items, modules_items) = (core_items?, modules_items?);
+    let ((core_items, core_index), (modules_items, modules_index)) = (core_items?, modules_items?);
+    let restore_index: frames::ReleaseIndex = [
+        ("core".to_string(), core_index),
+        ("modules".to_string(), modules_index),
+    ]
+    .into();
     crash_point("extracted");
     compare_with_manifest(&manifest, "/core", &core_items)?;
     compare_with_manifest(&manifest, "/modules", &modules_items)?;
@@ -510,6 +530,8 @@ fn stage_bundle(
     ] {
         fs::write(stage.path().join(name), bytes).map_err(|e| Failure::Error(e.into()))?;
     }
+    let index_bytes = serde_json::to_vec(&restore_index).map_err(|e| Failure::Error(e.into()))?;
+    crate::layout::write_atomically(&stage.path().join(frames::INDEX_FILE), &index_bytes, 0o644)?;
     fs::set_permissions(stage.path(), fs::Permissions::from_mode(0o755))
         .map_err(|e| Failure::Error(e.into()))?;
     preflight(layout, stage.path(), &version, config)?;

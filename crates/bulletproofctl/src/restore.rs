@@ -9,6 +9,7 @@
 //! a write, chmod or chown outside the release. FIFOs and devices are never opened for
 //! reading.
 
+use crate::frames;
 use crate::layout::Layout;
 use anyhow::Context;
 use integrity_common::handles;
@@ -234,10 +235,12 @@ pub fn restore_dir_tree(
     Ok(())
 }
 
-/// Streams the active version's archived core and modules and writes back exactly the
-/// `wanted` entries, each checked against the manifest before it replaces anything:
-/// a fresh `O_EXCL` temporary file in the entry's own directory (reached through
-/// handles), hashed as it is written, owner and mode set on it, renamed into place.
+/// Writes back exactly the `wanted` entries from the active version's signed archives,
+/// each checked against the manifest before it replaces anything: a fresh `O_EXCL`
+/// temporary file in the entry's own directory (reached through handles), hashed as
+/// it is written, owner and mode set on it, renamed into place. An entry the release's
+/// restore index places is read from its own frame (time proportional to the file,
+/// see `frames`); the others, or all of them without an index, by streaming the archive.
 pub fn restore_from_archives(
     layout: &Layout,
     version: &str,
@@ -246,6 +249,7 @@ pub fn restore_from_archives(
     wanted: &BTreeSet<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let mut left: BTreeSet<Vec<u8>> = wanted.clone();
+    let index = frames::load_index(&layout.release(version));
     for part in ["core", "modules"] {
         let prefix = format!("/{part}/");
         if !left.iter().any(|p| p.starts_with(prefix.as_bytes())) {
@@ -254,55 +258,50 @@ pub fn restore_from_archives(
         let archive = layout
             .archive(version)
             .join(format!("{part}-{version}.tar.zst"));
-        let file = handles::open_file(&archive)
-            .map(|(file, _)| file)
-            .with_context(|| format!("the signed archive {} is missing", archive.display()))?;
-        let decoder = zstd::Decoder::new(file)?;
+        let open = || {
+            handles::open_file(&archive)
+                .map(|(file, _)| file)
+                .with_context(|| format!("the signed archive {} is missing", archive.display()))
+        };
+        if let Some(part_index) = index.as_ref().and_then(|index| index.get(part)) {
+            let here: Vec<Vec<u8>> = left
+                .iter()
+                .filter(|p| p.starts_with(prefix.as_bytes()))
+                .cloned()
+                .collect();
+            for path in here {
+                let within = &path[prefix.len() - 1..];
+                let key = integrity_common::pathenc::encode(within);
+                let Some(&header) = part_index.entries.get(key.as_ref()) else {
+                    continue;
+                };
+                let reader = frames::open_at(open()?, part_index, header)?;
+                let mut tar = tar::Archive::new(reader);
+                let mut entries = tar.entries()?;
+                let Some(Ok(mut entry)) = entries.next() else {
+                    continue; // not where the index says: stream below
+                };
+                if archive_path(&prefix, &entry) != path {
+                    continue;
+                }
+                restore_entry(&mut entry, &path, &expected[&path], release)
+                    .with_context(|| format!("{}: {}", archive.display(), shown(&path)))?;
+                left.remove(&path);
+            }
+            if !left.iter().any(|p| p.starts_with(prefix.as_bytes())) {
+                continue;
+            }
+        }
+        let decoder = zstd::Decoder::new(open()?)?;
         let mut tar = tar::Archive::new(decoder);
         for entry in tar.entries()? {
             let mut entry = entry.with_context(|| format!("{} is damaged", archive.display()))?;
-            let raw = entry.path_bytes().into_owned();
-            let raw = raw.strip_prefix(b"./").unwrap_or(&raw);
-            let mut path = prefix.as_bytes().to_vec();
-            path.extend_from_slice(raw.strip_suffix(b"/").unwrap_or(raw));
+            let path = archive_path(&prefix, &entry);
             if !left.contains(&path) {
                 continue;
             }
-            let want = &expected[&path];
-            let (parent, name) = handles::open_parent(release, &path)
-                .with_context(|| format!("cannot reach {} without a symlink", shown(&path)))?;
-            let parent = parent.as_fd();
-            let temp = match want.kind {
-                EntryKind::File => write_checked(parent, &name, &mut entry, want)
-                    .with_context(|| format!("{}: {}", archive.display(), shown(&path)))?,
-                EntryKind::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default();
-                    if Some(target.as_slice()) != want.target.as_deref() {
-                        anyhow::bail!(
-                            "{}: {} points elsewhere than the manifest says",
-                            archive.display(),
-                            shown(&path)
-                        );
-                    }
-                    let (file, temp) = handles::create_temp_at(parent, b"bulletproof-restore")?;
-                    drop(file);
-                    // The temporary name is ours (O_EXCL): replace it by the symlink.
-                    rustix::fs::unlinkat(parent, temp.as_c_str(), rustix::fs::AtFlags::empty())
-                        .map_err(std::io::Error::from)?;
-                    handles::symlink_at(&target, parent, &temp)?;
-                    handles::set_meta_at(parent, &temp, FileType::Symlink, owner(want), 0)?;
-                    temp
-                }
-                _ => continue,
-            };
-            if let Err(e) = handles::rename_at(parent, &temp, parent, &name) {
-                let _ = rustix::fs::unlinkat(parent, temp.as_c_str(), rustix::fs::AtFlags::empty());
-                return Err(e).with_context(|| format!("cannot restore {}", shown(&path)));
-            }
-            rustix::fs::fsync(parent).map_err(std::io::Error::from)?;
+            restore_entry(&mut entry, &path, &expected[&path], release)
+                .with_context(|| format!("{}: {}", archive.display(), shown(&path)))?;
             left.remove(&path);
             if left.is_empty() {
                 break;
@@ -312,6 +311,55 @@ pub fn restore_from_archives(
     if let Some(missing) = left.iter().next() {
         anyhow::bail!("{} is not in the archive of {version}", shown(missing));
     }
+    Ok(())
+}
+
+/// The manifest path of an archive entry (`./bin/app` in `core-*.tar.zst` is
+/// `/core/bin/app`).
+fn archive_path<R: Read>(prefix: &str, entry: &tar::Entry<'_, R>) -> Vec<u8> {
+    let raw = entry.path_bytes();
+    let raw = raw.strip_prefix(b"./").unwrap_or(&raw);
+    let mut path = prefix.as_bytes().to_vec();
+    path.extend_from_slice(raw.strip_suffix(b"/").unwrap_or(raw));
+    path
+}
+
+/// Puts one archive entry (a file or symlink the manifest lists as `want`) in place.
+fn restore_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &[u8],
+    want: &FileIntegrityEntry,
+    release: BorrowedFd<'_>,
+) -> anyhow::Result<()> {
+    let (parent, name) = handles::open_parent(release, path)
+        .with_context(|| format!("cannot reach {} without a symlink", shown(path)))?;
+    let parent = parent.as_fd();
+    let temp = match want.kind {
+        EntryKind::File => write_checked(parent, &name, entry, want)?,
+        EntryKind::Symlink => {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            if Some(target.as_slice()) != want.target.as_deref() {
+                anyhow::bail!("points elsewhere than the manifest says");
+            }
+            let (file, temp) = handles::create_temp_at(parent, b"bulletproof-restore")?;
+            drop(file);
+            // The temporary name is ours (O_EXCL): replace it by the symlink.
+            rustix::fs::unlinkat(parent, temp.as_c_str(), rustix::fs::AtFlags::empty())
+                .map_err(std::io::Error::from)?;
+            handles::symlink_at(&target, parent, &temp)?;
+            handles::set_meta_at(parent, &temp, FileType::Symlink, owner(want), 0)?;
+            temp
+        }
+        _ => return Ok(()),
+    };
+    if let Err(e) = handles::rename_at(parent, &temp, parent, &name) {
+        let _ = rustix::fs::unlinkat(parent, temp.as_c_str(), rustix::fs::AtFlags::empty());
+        return Err(e).with_context(|| format!("cannot restore {}", shown(path)));
+    }
+    rustix::fs::fsync(parent).map_err(std::io::Error::from)?;
     Ok(())
 }
 

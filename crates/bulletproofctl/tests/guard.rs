@@ -503,3 +503,68 @@ fn a_deleted_activation_record_is_drift() {
     ok(ctl(&["install", "--root", &root.r(), "--mounts", "no"]));
     assert_eq!(root.guard_once().status.code(), Some(0));
 }
+
+/// The restore reads an entry from its own zstd frame (the restore index written at
+/// update), not by decoding the archive from its start: with the archive's first
+/// frame damaged, an entry placed after it is still restored (streaming from the
+/// start would fail and roll back).
+#[test]
+fn restore_reads_the_entry_from_its_own_frame() {
+    let root = Root::new();
+    let d = root.dir.path();
+    let core = d.join("src-2.0.0/core");
+    let modules = d.join("src-2.0.0/modules");
+    fs::create_dir_all(&core).unwrap();
+    fs::create_dir_all(&modules).unwrap();
+    fs::write(core.join("VERSION"), "2.0.0\n").unwrap();
+    // 12 MiB of tar before the last entry, which therefore starts a frame of its own.
+    let filler: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    fs::write(core.join("a-filler"), &filler).unwrap();
+    fs::write(core.join("z-late"), "restored from its own frame\n").unwrap();
+    let out = d.join("bundle-2.0.0");
+    ok(ctl(&[
+        "bundle",
+        "build",
+        "--version",
+        "2.0.0",
+        "--core",
+        p(&core),
+        "--modules",
+        p(&modules),
+        "--secret-key",
+        p(&d.join("k.key")),
+        "--out",
+        p(&out),
+    ]));
+    ok(ctl(&["update", p(&out), "--root", &root.r()]));
+    let index: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            root.root()
+                .join("install/releases/2.0.0/restore-index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        index["core"]["frames"].as_array().unwrap().len() >= 2,
+        "{index}"
+    );
+
+    // Damage the first frame of the archive the guard restores from.
+    let archive = root.root().join("archives/2.0.0/core-2.0.0.tar.zst");
+    let mut bytes = fs::read(&archive).unwrap();
+    for byte in &mut bytes[64..4096] {
+        *byte ^= 0x5a;
+    }
+    fs::write(&archive, &bytes).unwrap();
+
+    fs::write(root.core("z-late"), "tampered\n").unwrap();
+    let healed = root.guard_once();
+    assert_eq!(healed.status.code(), Some(1), "{}", text(&healed));
+    assert_eq!(
+        fs::read_to_string(root.core("z-late")).unwrap(),
+        "restored from its own frame\n"
+    );
+}
