@@ -92,6 +92,25 @@ pub enum ScanRootError {
 
 /// Scans `options.root` on the current rayon pool.
 pub fn scan(options: &ScanOptions, progress: &ScanProgress) -> Result<ScanOutput, ScanRootError> {
+    walk_root(options, progress, true)
+}
+
+/// The stat-only walk: [`scan`] without reading file contents. Regular files carry
+/// their `size` (from `fstatat`) and no `sha256`; everything else is as [`scan`]
+/// records it (a quick check of kinds, modes, owners, sizes, symlink targets and the
+/// set of paths).
+pub fn scan_metadata(
+    options: &ScanOptions,
+    progress: &ScanProgress,
+) -> Result<ScanOutput, ScanRootError> {
+    walk_root(options, progress, false)
+}
+
+fn walk_root(
+    options: &ScanOptions,
+    progress: &ScanProgress,
+    hash: bool,
+) -> Result<ScanOutput, ScanRootError> {
     let root = &options.root;
     let unreadable = |error| ScanRootError::Unreadable {
         path: root.clone(),
@@ -108,6 +127,7 @@ pub fn scan(options: &ScanOptions, progress: &ScanProgress) -> Result<ScanOutput
     let walk = Walk {
         options,
         progress,
+        hash,
         root_dev: root_meta.dev,
         entries: Mutex::new(vec![plain_entry(b"/".to_vec(), EntryKind::Dir, &root_meta)]),
         errors: Mutex::new(Vec::new()),
@@ -147,6 +167,7 @@ pub fn scan_path(root: &Path, rel: &[u8], cross_filesystems: bool) -> io::Result
     let walk = Walk {
         options: &options,
         progress: &progress,
+        hash: true,
         root_dev: handles::fstat(&root_fd)?.dev,
         entries: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
@@ -177,6 +198,8 @@ pub fn scan_path(root: &Path, rel: &[u8], cross_filesystems: bool) -> io::Result
 
 struct Walk<'a> {
     options: &'a ScanOptions,
+    /// Hash regular files (false: the stat-only walk, [`scan_metadata`]).
+    hash: bool,
     progress: &'a ScanProgress,
     root_dev: u64,
     entries: Mutex<Vec<FileIntegrityEntry>>,
@@ -219,7 +242,11 @@ impl<'a> Walk<'a> {
         let mut errors = self.errors.into_inner().unwrap_or_else(|e| e.into_inner());
         entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
         errors.sort_by(|a, b| a.path.cmp(&b.path));
-        let bytes_hashed = entries.iter().filter_map(|entry| entry.size).sum();
+        let bytes_hashed = entries
+        .iter()
+        .filter(|entry| entry.sha256.is_some())
+        .filter_map(|entry| entry.size)
+        .sum();
         ScanOutput {
             entries,
             errors,
@@ -321,6 +348,11 @@ impl<'a> Walk<'a> {
                 if same_fs {
                     self.spawn_dir(scope, dir, name, meta, child_rel, select.bound);
                 }
+            }
+            FileType::RegularFile if !self.hash => {
+                let mut entry = plain_entry(child_rel, EntryKind::File, &meta);
+                entry.size = Some(meta.size);
+                batch.push(entry);
             }
             FileType::RegularFile => {
                 if meta.size >= OWN_TASK_BYTES {
