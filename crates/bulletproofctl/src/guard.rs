@@ -607,9 +607,10 @@ fn restore_release_metadata(
     key: &integrity_trust::PublicKey,
 ) -> anyhow::Result<()> {
     let archive = layout.archive(version);
-    let checksums = fs::read(archive.join("checksums.txt"))
+    let checksums = release::read_release_file(&archive, "checksums.txt")
         .with_context(|| format!("{} has no checksums.txt", archive.display()))?;
-    let signature = fs::read_to_string(archive.join("sig.minisig"))?;
+    let signature = String::from_utf8(release::read_release_file(&archive, "sig.minisig")?)
+        .context("the signature is not text")?;
     let trusted = integrity_trust::verify(key, &checksums, &signature, false)?;
     let claim = crate::checksums::parse_release_comment(&trusted).map_err(anyhow::Error::msg)?;
     if claim.version.to_string() != version {
@@ -622,7 +623,7 @@ fn restore_release_metadata(
         .find(|(n, _)| *n == name)
         .map(|(_, d)| *d)
         .context("checksums.txt does not list the manifest")?;
-    let manifest = fs::read(archive.join(&name))?;
+    let manifest = release::read_release_file(&archive, &name)?;
     if integrity_common::Sha256Digest::of(&manifest) != digest {
         anyhow::bail!("archives/{version}/{name} does not match its signed checksum");
     }
