@@ -17,9 +17,12 @@
 
 use crate::checksums;
 use anyhow::{bail, Context};
+use integrity_common::handles;
 use integrity_common::{Baseline, EntryKind, FileIntegrityEntry, Sha256Digest};
+use std::ffi::CString;
 use std::fs;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -129,87 +132,121 @@ fn build_epoch(dirs: &[&Path]) -> anyhow::Result<u64> {
     Ok(newest)
 }
 
-/// Writes the tar.zst of one tree: entries in manifest order (sorted), headers
-/// normalized, content hashed again while it is written and compared with the scan
-/// (a file changed during the build fails it instead of shipping a bad release).
+/// Writes the tar.zst of one tree into `out_dir` as `out_name`: entries in manifest
+/// order (sorted), headers normalized, content hashed again while it is written and
+/// compared with the scan (a file changed during the build fails it instead of
+/// shipping a bad release). Source files are opened below the tree's handle
+/// (`src`, shown as `dir`) with no symlink followed and no blocking on a FIFO swapped
+/// in; the archive is written to a fresh `O_EXCL` file of `out_dir` and hashed as it
+/// is written: the returned digest is of the bytes written, never of a re-read file.
+#[allow(clippy::too_many_arguments)]
 fn write_archive(
     synthetic: Option<&[u8]>,
+    src: BorrowedFd<'_>,
     dir: &Path,
     prefix: &str,
     entries: &[FileIntegrityEntry],
     epoch: u64,
     level: i32,
-    out: &Path,
-) -> anyhow::Result<u64> {
-    let file = tempfile::Builder::new()
-        .prefix(".build.")
-        .tempfile_in(out.parent().unwrap_or(Path::new(".")))?;
-    // Independent frames, a new one every few MiB at an entry boundary: the guard
-    // restores one entry without decoding what precedes it (see `frames`).
-    let encoder = crate::frames::FrameWriter::new(BufWriter::with_capacity(1 << 20, file), level)?;
-    let mut builder = tar::Builder::new(encoder);
-    builder.mode(tar::HeaderMode::Deterministic);
-    let mut bytes = 0u64;
-    for entry in entries {
-        let within = &entry.path[prefix.len()..];
-        if within.is_empty() {
-            continue; // the tree root: its mode lives in the manifest
-        }
-        builder.get_mut().entry_boundary();
-        let rel = std::ffi::OsStr::from_bytes(&within[1..]);
-        let source = dir.join(rel);
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(entry.mode);
-        header.set_uid(entry.uid as u64);
-        header.set_gid(entry.gid as u64);
-        header.set_mtime(epoch);
-        match entry.kind {
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                builder.append_data(&mut header, Path::new(rel), std::io::empty())?;
+    out_dir: BorrowedFd<'_>,
+    out_name: &str,
+) -> anyhow::Result<(u64, Sha256Digest)> {
+    let (file, temp) = handles::create_temp_at(out_dir, out_name.as_bytes())
+        .with_context(|| format!("cannot create {out_name}"))?;
+    let written = (|| -> anyhow::Result<(u64, Sha256Digest)> {
+        handles::set_owner_mode(file.as_fd(), None, 0o644)?;
+        let out = HashingWriter {
+            inner: file,
+            hasher: Default::default(),
+        };
+        // Independent frames, a new one every few MiB at an entry boundary: the guard
+        // restores one entry without decoding what precedes it (see `frames`).
+        let encoder =
+            crate::frames::FrameWriter::new(BufWriter::with_capacity(1 << 20, out), level)?;
+        let mut builder = tar::Builder::new(encoder);
+        builder.mode(tar::HeaderMode::Deterministic);
+        let mut bytes = 0u64;
+        for entry in entries {
+            let within = &entry.path[prefix.len()..];
+            if within.is_empty() {
+                continue; // the tree root: its mode lives in the manifest
             }
-            EntryKind::Symlink => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                let target = entry.target.as_deref().unwrap_or_default();
-                builder.append_link(
-                    &mut header,
-                    Path::new(rel),
-                    Path::new(std::ffi::OsStr::from_bytes(target)),
-                )?;
-            }
-            _ => {
-                header.set_entry_type(tar::EntryType::Regular);
-                let size = entry.size.unwrap_or(0);
-                header.set_size(size);
-                let file: Box<dyn std::io::Read> = match synthetic {
-                    Some(bytes) if within == b"/VERSION" => Box::new(bytes),
-                    _ => Box::new(
-                        fs::File::open(&source)
-                            .with_context(|| format!("cannot read {}", source.display()))?,
-                    ),
-                };
-                let mut reader = HashingReader {
-                    inner: std::io::Read::take(file, size),
-                    hasher: Default::default(),
-                };
-                builder.append_data(&mut header, Path::new(rel), &mut reader)?;
-                if Some(reader.hasher.finish()) != entry.sha256 {
-                    bail!("{} changed while the bundle was built", source.display());
+            builder.get_mut().entry_boundary();
+            let rel = std::ffi::OsStr::from_bytes(&within[1..]);
+            let source = dir.join(rel);
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(entry.mode);
+            header.set_uid(entry.uid as u64);
+            header.set_gid(entry.gid as u64);
+            header.set_mtime(epoch);
+            match entry.kind {
+                EntryKind::Dir => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    builder.append_data(&mut header, Path::new(rel), std::io::empty())?;
                 }
-                bytes += size;
+                EntryKind::Symlink => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    let target = entry.target.as_deref().unwrap_or_default();
+                    builder.append_link(
+                        &mut header,
+                        Path::new(rel),
+                        Path::new(std::ffi::OsStr::from_bytes(target)),
+                    )?;
+                }
+                _ => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    let size = entry.size.unwrap_or(0);
+                    header.set_size(size);
+                    let file: Box<dyn std::io::Read> = match synthetic {
+                        Some(bytes) if within == b"/VERSION" => Box::new(bytes),
+                        _ => Box::new(
+                            handles::open_file_beneath(src, &within[1..])
+                                .with_context(|| format!("cannot read {}", source.display()))?
+                                .0,
+                        ),
+                    };
+                    let mut reader = HashingReader {
+                        inner: std::io::Read::take(file, size),
+                        hasher: Default::default(),
+                    };
+                    builder.append_data(&mut header, Path::new(rel), &mut reader)?;
+                    if Some(reader.hasher.finish()) != entry.sha256 {
+                        bail!("{} changed while the bundle was built", source.display());
+                    }
+                    bytes += size;
+                }
             }
         }
+        let encoder = builder.into_inner()?;
+        let writer = encoder.finish()?;
+        let hashing = writer.into_inner().map_err(|e| e.into_error())?;
+        hashing.inner.sync_all()?;
+        handles::rename_at(out_dir, &temp, out_dir, &CString::new(out_name)?)?;
+        Ok((bytes, hashing.hasher.finish()))
+    })();
+    if written.is_err() {
+        let _ = handles::remove_all_at(out_dir, &temp);
     }
-    let encoder = builder.into_inner()?;
-    let writer = encoder.finish()?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    file.as_file().sync_all()?;
-    file.persist(out)?;
-    Ok(bytes)
+    written.with_context(|| format!("cannot write {out_name}"))
+}
+
+/// Passes writes through and hashes exactly the bytes that went through.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: integrity_common::digest::Sha256Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct HashingReader<R> {
@@ -305,12 +342,20 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
             bail!("{} is not a directory", dir.display());
         }
     }
+    // The source trees are read below handles opened once (nothing followed, no FIFO
+    // blocked on, whatever is swapped in during the build).
+    let open_source = |dir: &Path| {
+        handles::open_dir(dir).with_context(|| format!("cannot open {}", dir.display()))
+    };
+    let (core_dir, modules_dir) = (open_source(&options.core)?, open_source(&options.modules)?);
     // The core carries its VERSION: the operator's file when there is one (it must say
     // this version), else one written by the build (`VER\n`, mode 0644).
     let version_file = options.core.join("VERSION");
-    let synthetic_version = match fs::symlink_metadata(&version_file) {
-        Ok(meta) if meta.is_file() => {
-            let text = fs::read_to_string(&version_file)
+    let synthetic_version = match handles::stat_beneath(core_dir.as_fd(), b"VERSION") {
+        Ok(Some(meta)) if meta.is_file() => {
+            let mut text = String::new();
+            handles::open_file_beneath(core_dir.as_fd(), b"VERSION")
+                .and_then(|(file, _)| file.take(4096).read_to_string(&mut text))
                 .with_context(|| format!("cannot read {}", version_file.display()))?;
             if text.trim() != version_text {
                 bail!(
@@ -321,8 +366,9 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
             }
             None
         }
-        Ok(_) => bail!("{} is not a regular file", version_file.display()),
-        Err(_) => Some(format!("{version_text}\n").into_bytes()),
+        Ok(Some(_)) => bail!("{} is not a regular file", version_file.display()),
+        Ok(None) => Some(format!("{version_text}\n").into_bytes()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", version_file.display())),
     };
     let epoch = build_epoch(&[&options.core, &options.modules])?;
     let timestamp = humantime::format_rfc3339_seconds(
@@ -352,35 +398,41 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
             .unwrap_err();
         core.insert(at, entry);
     }
-    fs::create_dir_all(&options.out)
-        .with_context(|| format!("cannot create {}", options.out.display()))?;
+    let out = open_output_dir(&options.out)?;
+    let out = out.as_fd();
     let [core_name, modules_name, manifest_name, sbom_name] =
         checksums::bundle_files(&version_text);
     let (core_bytes, modules_bytes) = rayon::join(
         || {
             write_archive(
                 synthetic_version.as_deref(),
+                core_dir.as_fd(),
                 &options.core,
                 "/core",
                 &core,
                 epoch,
                 options.level,
-                &options.out.join(&core_name),
+                out,
+                &core_name,
             )
         },
         || {
             write_archive(
                 None,
+                modules_dir.as_fd(),
                 &options.modules,
                 "/modules",
                 &modules,
                 epoch,
                 options.level,
-                &options.out.join(&modules_name),
+                out,
+                &modules_name,
             )
         },
     );
-    let bytes = core_bytes? + modules_bytes?;
+    let ((core_bytes, core_digest), (modules_bytes, modules_digest)) =
+        (core_bytes?, modules_bytes?);
+    let bytes = core_bytes + modules_bytes;
 
     let mut entries = core;
     entries.extend(modules);
@@ -401,32 +453,60 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Built> {
         &manifest,
         &manifest_digest,
     );
-    crate::layout::write_atomically(&options.out.join(&manifest_name), &manifest_bytes, 0o644)?;
-    crate::layout::write_atomically(&options.out.join(&sbom_name), &sbom_bytes, 0o644)?;
+    write_out(out, &manifest_name, &manifest_bytes)?;
+    write_out(out, &sbom_name, &sbom_bytes)?;
 
-    let mut files = Vec::new();
-    for name in [&core_name, &modules_name, &manifest_name, &sbom_name] {
-        files.push((name.clone(), hash_file(&options.out.join(name))?));
-    }
+    // What is signed is what was written: the digests of the bytes as they went out.
+    let files = vec![
+        (core_name, core_digest),
+        (modules_name, modules_digest),
+        (manifest_name, manifest_digest),
+        (sbom_name, Sha256Digest::of(&sbom_bytes)),
+    ];
     let checksums_text = checksums::format(&files);
-    crate::layout::write_atomically(
-        &options.out.join("checksums.txt"),
-        checksums_text.as_bytes(),
-        0o644,
-    )?;
+    write_out(out, "checksums.txt", checksums_text.as_bytes())?;
     let comment = checksums::release_comment(&version_text, &timestamp, options.expires.as_deref());
     let signature =
         integrity_trust::sign(&options.secret_key, checksums_text.as_bytes(), &comment)?;
-    crate::layout::write_atomically(
-        &options.out.join("sig.minisig"),
-        signature.as_bytes(),
-        0o644,
-    )?;
+    write_out(out, "sig.minisig", signature.as_bytes())?;
     Ok(Built {
         files,
         entries: manifest.entries.len(),
         bytes,
     })
+}
+
+/// Creates (mode 0755 whatever the umask) and opens the output directory, which must be
+/// the caller's and not writable by group or others: anyone else who can write there
+/// could swap the files between their writing and their signing, or after.
+fn open_output_dir(out: &Path) -> anyhow::Result<OwnedFd> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let dir = handles::open_dir(out).with_context(|| format!("cannot open {}", out.display()))?;
+    let meta = handles::fstat(&dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid != me || meta.perm() & 0o022 != 0 {
+        bail!(
+            "refusing to write the bundle into {}: it is owned by uid {} with mode {:04o}, and an \
+             output directory must be the caller's (uid {me}) and not writable by group or \
+             others (whoever else can write there can swap what is being signed)",
+            out.display(),
+            meta.uid,
+            meta.perm()
+        );
+    }
+    Ok(dir)
+}
+
+/// Writes one bundle file into the output directory (`O_EXCL` temporary, mode 0644,
+/// rename).
+fn write_out(out: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    handles::write_atomic_at(out, &CString::new(name)?, bytes, 0o644, None)
+        .with_context(|| format!("cannot write {name}"))
 }
 
 /// SHA-256 of a file, streamed.

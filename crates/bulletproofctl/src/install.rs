@@ -11,8 +11,10 @@
 use crate::layout::{Config, Layout, State, EMPTY_RELEASE};
 use crate::mounts;
 use anyhow::{bail, Context};
+use integrity_common::handles;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +53,7 @@ const DIRS: &[(&str, u32, Owner)] = &[
     ("install/releases/none/core", 0o755, Owner::Root),
     ("install/releases/none/modules", 0o755, Owner::Root),
     ("install/stage", 0o700, Owner::Root),
+    ("install/logkeys", 0o700, Owner::Root),
     ("venv", 0o755, Owner::Root),
     ("state", 0o755, Owner::Root),
     ("state/conf.d", 0o750, Owner::Service),
@@ -65,6 +68,23 @@ const DIRS: &[(&str, u32, Owner)] = &[
     ("archives", 0o750, Owner::Root),
     ("tools", 0o755, Owner::Root),
 ];
+
+/// The core side: root's alone, walked recursively by [`Installer::take_over`].
+const CORE_TREES: &[&str] = &[
+    "install",
+    "venv",
+    "archives",
+    "tools",
+    "backups",
+    "logs/security",
+    "logs/ops",
+];
+
+/// The empty release's directory, the one kept release that install itself makes.
+const RELEASES_NONE: &str = "install/releases/none";
+
+/// Files only locked, never read: a root-owned one is given mode 0600, not refused.
+const LOCK_FILES: &[&str] = &["install/lock", "install/guard.lock"];
 
 struct Installer<'a> {
     layout: &'a Layout,
@@ -85,57 +105,81 @@ impl Installer<'_> {
         self.changes.push(line);
     }
 
+    /// The root's handle (every path below it is opened with no symlink followed).
+    fn root_fd(&self) -> anyhow::Result<OwnedFd> {
+        handles::open_dir(&self.layout.root)
+            .with_context(|| format!("cannot open {}", self.layout.root.display()))
+    }
+
+    /// Who owns the core side: root, or the running user when install runs unprivileged.
+    fn core_owner(&self) -> (u32, u32) {
+        if self.root_user {
+            (0, 0)
+        } else {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        }
+    }
+
     fn dir(&mut self, relative: &str, mode: u32, owner: Owner) -> anyhow::Result<()> {
         let path = self.layout.path(relative);
         let (uid, gid) = match owner {
             Owner::Root => (0, 0),
             Owner::Service => self.service,
         };
-        match fs::symlink_metadata(&path) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let chown = self.root_user.then_some((uid, gid));
+        let root = self.root_fd()?;
+        match handles::stat_beneath(root.as_fd(), relative.as_bytes()) {
+            Ok(None) => {
                 self.change(format!("create {} (mode {mode:04o})", path.display()));
                 if !self.dry_run {
-                    fs::create_dir(&path)
+                    // mkdirat then fchown/fchmod: the mode is `mode` whatever the umask.
+                    handles::create_dir_all_beneath(root.as_fd(), relative.as_bytes(), mode, chown)
                         .with_context(|| format!("cannot create {}", path.display()))?;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-                    if self.root_user {
-                        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
-                    }
                 }
             }
             Err(error) => {
-                return Err(error).with_context(|| format!("cannot inspect {}", path.display()))
+                return Err(error).with_context(|| {
+                    format!(
+                        "cannot inspect {} (a symlink on the way is not followed)",
+                        path.display()
+                    )
+                })
             }
-            Ok(meta) if !meta.is_dir() => {
+            Ok(Some(meta)) if !meta.is_dir() => {
                 bail!(
-                    "{} exists and is not a directory; not touching it",
+                    "{} exists and is not a directory (a symlink to elsewhere is not followed); not touching it",
                     path.display()
                 )
             }
-            Ok(meta) => {
-                if meta.mode() & 0o7777 != mode && !is_read_only_mount(&path) {
+            Ok(Some(meta)) => {
+                let dir = handles::open_dir_beneath(root.as_fd(), relative.as_bytes())
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                if is_read_only(dir.as_fd()) {
+                    return Ok(());
+                }
+                let mode_wrong = meta.perm() != mode;
+                let owner_wrong = self.root_user && (meta.uid, meta.gid) != (uid, gid);
+                if mode_wrong {
                     self.change(format!(
                         "set mode {mode:04o} on {} (was {:04o})",
                         path.display(),
-                        meta.mode() & 0o7777
+                        meta.perm()
                     ));
-                    if !self.dry_run {
-                        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-                    }
                 }
-                if self.root_user
-                    && (meta.uid() != uid || meta.gid() != gid)
-                    && !is_read_only_mount(&path)
-                {
+                if owner_wrong {
                     self.change(format!(
                         "set owner {uid}:{gid} on {} (was {}:{})",
                         path.display(),
-                        meta.uid(),
-                        meta.gid()
+                        meta.uid,
+                        meta.gid
                     ));
-                    if !self.dry_run {
-                        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
-                    }
+                }
+                if (mode_wrong || owner_wrong) && !self.dry_run {
+                    handles::set_owner_mode(dir.as_fd(), chown.filter(|_| owner_wrong), mode)
+                        .with_context(|| format!("cannot take over {}", path.display()))?;
                 }
             }
         }
@@ -145,7 +189,31 @@ impl Installer<'_> {
     fn symlink(&mut self, relative: &str, target: &str) -> anyhow::Result<()> {
         let path = self.layout.path(relative);
         match fs::read_link(&path) {
-            Ok(current) if current == Path::new(target) => Ok(()),
+            Ok(current) if current == Path::new(target) => {
+                // The right target, maybe someone else's link: root's from now on.
+                let root = self.root_fd()?;
+                let (uid, gid) = self.core_owner();
+                let foreign = handles::stat_beneath(root.as_fd(), relative.as_bytes())?
+                    .is_some_and(|meta| (meta.uid, meta.gid) != (uid, gid));
+                if foreign {
+                    if !self.root_user {
+                        bail!("{} is not yours; not touching it", path.display());
+                    }
+                    self.change(format!("set owner {uid}:{gid} on {}", path.display()));
+                    if !self.dry_run {
+                        let (dir, name) = handles::open_parent(root.as_fd(), relative.as_bytes())?;
+                        handles::set_meta_at(
+                            dir.as_fd(),
+                            &name,
+                            rustix::fs::FileType::Symlink,
+                            Some((uid, gid)),
+                            0,
+                        )
+                        .with_context(|| format!("cannot take over {}", path.display()))?;
+                    }
+                }
+                Ok(())
+            }
             Ok(current) => bail!(
                 "{} points at {}, not {target}; not touching it",
                 path.display(),
@@ -166,20 +234,175 @@ impl Installer<'_> {
         }
     }
 
-    fn file(&mut self, path: &Path, bytes: &[u8], mode: u32, what: &str) -> anyhow::Result<()> {
-        if fs::symlink_metadata(path).is_ok() {
+    /// Writes `relative` (`O_EXCL` temporary, explicit mode, rename) unless it exists;
+    /// what exists was judged by [`Installer::take_over`].
+    fn file(&mut self, relative: &str, bytes: &[u8], mode: u32, what: &str) -> anyhow::Result<()> {
+        let path = self.layout.path(relative);
+        let exists = match self.root_fd() {
+            Ok(root) => handles::stat_beneath(root.as_fd(), relative.as_bytes())
+                .with_context(|| format!("cannot inspect {}", path.display()))?
+                .is_some(),
+            Err(_) if self.dry_run => false,
+            Err(error) => return Err(error),
+        };
+        if exists {
             return Ok(());
         }
         self.change(format!("write {} ({what})", path.display()));
         if !self.dry_run {
-            crate::layout::write_atomically(path, bytes, mode)?;
+            let root = self.root_fd()?;
+            handles::open_parent(root.as_fd(), relative.as_bytes())
+                .and_then(|(dir, name)| {
+                    handles::write_atomic_at(dir.as_fd(), &name, bytes, mode, None)
+                })
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Root trusts nothing it did not make. Walks the core side ([`CORE_TREES`]) below
+    /// handles, parents before children: a directory someone else owns, or that group or
+    /// others can write, is taken over first (owner root, group/other write and set-id
+    /// bits dropped: from then on nobody else can change its entries), then its entries
+    /// are judged. A file or symlink that is not root's, a file writable by group or
+    /// others, a key file (`install/logkeys/*`, `install/host.key`) with any group or
+    /// other permission, a FIFO, socket or device: listed, and install refuses. Install
+    /// never adopts such content by chowning it (a planted `bulletproof.toml` would run
+    /// its `restart_command` as root, planted log keys forge the security log, a planted
+    /// `release.pub` pins the attacker's release key); the operator checks and removes
+    /// them. Kept releases are checked at their top only (their content is the signed
+    /// manifest's, owners included), `install/stage` is not entered (leftovers are
+    /// removed, never used), and the root-owned lock files, whose content is never read,
+    /// are given mode 0600.
+    fn take_over(&mut self) -> anyhow::Result<()> {
+        let root = match self.root_fd() {
+            Err(_) if self.dry_run => return Ok(()),
+            root => root?,
+        };
+        let mut offenders = Vec::new();
+        for tree in CORE_TREES {
+            match handles::open_dir_beneath(root.as_fd(), tree.as_bytes()) {
+                Ok(dir) => self.walk(dir.as_fd(), tree, &mut offenders)?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound && self.dry_run => {}
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot open {}", self.layout.path(tree).display())
+                    })
+                }
+            }
+        }
+        if offenders.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "refusing to install over what root did not make: {} path(s) of the layout could \
+             have been written by another user, and install does not adopt their content:\n  \
+             {}\ncheck them, then remove them (or, if they are root's own, chown root and chmod \
+             go-w them; key files 0600) and run install again (key states that are gone: \
+             `bulletproofctl log reinit`)",
+            offenders.len(),
+            offenders.join("\n  ")
+        )
+    }
+
+    fn walk(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        relative: &str,
+        offenders: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        if relative == "install/stage" {
+            return Ok(());
+        }
+        let (uid, gid) = self.core_owner();
+        let mut names = handles::child_names(dir)
+            .with_context(|| format!("cannot list {}", self.layout.path(relative).display()))?;
+        names.sort();
+        for name in names {
+            let child = format!("{relative}/{}", name.to_string_lossy());
+            let shown = self.layout.path(&child).display().to_string();
+            let meta = match handles::stat_at(dir, &name) {
+                Ok(meta) => meta,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error).with_context(|| format!("cannot inspect {shown}")),
+            };
+            let perm = meta.perm();
+            let foreign = (meta.uid, meta.gid) != (uid, gid);
+            if meta.is_dir() && relative == "install/releases" && child != RELEASES_NONE {
+                if meta.uid != uid || perm & 0o022 != 0 {
+                    offenders.push(format!(
+                        "{shown}: a release directory owned by uid {} with mode {perm:04o} (releases are made only by update, from a signed bundle)",
+                        meta.uid
+                    ));
+                }
+                continue;
+            }
+            if meta.is_dir() {
+                let sub = handles::open_subdir(dir, &name)
+                    .with_context(|| format!("cannot open {shown}"))?;
+                if is_read_only(sub.as_fd()) {
+                    continue;
+                }
+                let mode = if foreign { perm & 0o755 } else { perm & !0o022 };
+                if foreign || mode != perm {
+                    if foreign && !self.root_user {
+                        offenders.push(format!("{shown}: owned by uid {}", meta.uid));
+                        continue;
+                    }
+                    self.change(format!(
+                        "take over {shown}: owner {uid}:{gid}, mode {mode:04o} (was {}:{}, {perm:04o})",
+                        meta.uid, meta.gid
+                    ));
+                    if !self.dry_run {
+                        handles::set_owner_mode(
+                            sub.as_fd(),
+                            Some((uid, gid)).filter(|_| foreign),
+                            mode,
+                        )
+                        .with_context(|| format!("cannot take over {shown}"))?;
+                    }
+                }
+                self.walk(sub.as_fd(), &child, offenders)?;
+                continue;
+            }
+            if LOCK_FILES.contains(&child.as_str()) && meta.is_file() && meta.uid == uid {
+                if perm != 0o600 {
+                    self.change(format!("set mode 0600 on {shown} (was {perm:04o})"));
+                    if !self.dry_run {
+                        handles::set_meta_at(
+                            dir,
+                            &name,
+                            rustix::fs::FileType::RegularFile,
+                            None,
+                            0o600,
+                        )
+                        .with_context(|| format!("cannot chmod {shown}"))?;
+                    }
+                }
+                continue;
+            }
+            let secret = child.starts_with("install/logkeys/") || child == "install/host.key";
+            let problem = if meta.uid != uid {
+                format!("owned by uid {} (mode {perm:04o})", meta.uid)
+            } else if !(meta.is_file() || meta.is_symlink()) {
+                "not a regular file, directory or symlink".to_string()
+            } else if meta.is_file() && perm & 0o022 != 0 {
+                format!("writable by group or others (mode {perm:04o})")
+            } else if secret && meta.is_file() && perm & 0o077 != 0 {
+                format!(
+                    "a key readable by group or others (mode {perm:04o}); install keeps a key only when it is root's with mode 0600 or 0400"
+                )
+            } else {
+                continue;
+            };
+            offenders.push(format!("{shown}: {problem}"));
         }
         Ok(())
     }
 }
 
-fn is_read_only_mount(path: &Path) -> bool {
-    nix::sys::statvfs::statvfs(path)
+fn is_read_only(dir: BorrowedFd<'_>) -> bool {
+    nix::sys::statvfs::fstatvfs(dir)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
         .unwrap_or(false)
 }
@@ -213,7 +436,10 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
     if fs::symlink_metadata(&layout.root).is_err() {
         installer.change(format!("create {}", layout.root.display()));
         if !options.dry_run {
-            fs::create_dir_all(&layout.root)
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&layout.root)
                 .with_context(|| format!("cannot create {}", layout.root.display()))?;
         }
     }
@@ -232,14 +458,17 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
     }
     installer.symlink("core", "install/active/core")?;
     installer.symlink("modules", "install/active/modules")?;
+    // Before anything of the layout is read or kept: what root did not make is taken
+    // over (directories) or refused (content).
+    installer.take_over()?;
     installer.file(
-        &layout.config_file(),
+        "install/bulletproof.toml",
         Config::TEMPLATE.as_bytes(),
         0o644,
         "configuration",
     )?;
     let state = serde_json::to_vec_pretty(&State::default())?;
-    installer.file(&layout.state_file(), &state, 0o644, "updater state")?;
+    installer.file("install/state.json", &state, 0o644, "updater state")?;
 
     // The security logs' keys and the host key that signs checkpoints and snapshots.
     if fs::symlink_metadata(layout.path("install/logkeys/guard.state")).is_err() {
@@ -331,8 +560,13 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
                 layout.path("venv").display()
             ));
             if !options.dry_run {
-                let status = std::process::Command::new("python3")
-                    .args(["-m", "venv", "--without-pip"])
+                // Under umask 022 whatever ours is: python picks the venv's modes.
+                let status = std::process::Command::new("sh")
+                    .args([
+                        "-c",
+                        "umask 022 && exec python3 -m venv --without-pip \"$1\"",
+                        "sh",
+                    ])
                     .arg(layout.path("venv"))
                     .status()
                     .context("cannot run python3 -m venv")?;
@@ -361,7 +595,10 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
             if fs::read_to_string(&unit_path).ok().as_deref() != Some(text.as_str()) {
                 installer.change(format!("write mount unit {}", unit_path.display()));
                 if !options.dry_run {
-                    fs::create_dir_all(&options.unit_dir)?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(&options.unit_dir)?;
                     crate::layout::write_atomically(&unit_path, text.as_bytes(), 0o644)?;
                 }
             }
@@ -369,7 +606,10 @@ pub fn install(layout: &Layout, options: &InstallOptions) -> anyhow::Result<Vec<
             if fs::symlink_metadata(&wants).is_err() {
                 installer.change(format!("enable {name} for local-fs.target"));
                 if !options.dry_run {
-                    fs::create_dir_all(wants.parent().expect("has a parent"))?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(wants.parent().expect("has a parent"))?;
                     std::os::unix::fs::symlink(&unit_path, &wants)?;
                 }
             }

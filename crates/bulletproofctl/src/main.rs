@@ -862,6 +862,22 @@ fn snapshot(
         anyhow::bail!("no release is active yet; nothing to snapshot");
     }
     seclog::ensure_ready(layout)?;
+    // The host key vouches only for what the release key signed: the active release is
+    // verified (signature chain, then content, modes, owners, nothing added or missing)
+    // before anything is archived or signed.
+    let release = layout.release(&active);
+    let verified = release::release_key(layout, None).and_then(|key| {
+        let (manifest, _) = release::verify_release(&release, &key, &active)?;
+        release::full_verify(&release, &manifest).map_err(anyhow::Error::msg)
+    });
+    if let Err(error) = verified {
+        let message = format!(
+            "the active release {active} does not match its signed manifest ({error:#}); not signing it (bulletproofctl guard --once heals it)"
+        );
+        oplog::record(layout, "snapshot", &format!("refused: {message}"));
+        eprintln!("bulletproofctl: refused: {message}");
+        return Ok(EXIT_VERIFY);
+    }
     let key_path = match secret_key {
         Some(path) => path,
         None => {
@@ -881,7 +897,6 @@ fn snapshot(
     let stamp = integrity_common::manifest::now_timestamp().replace([':', '-'], "");
     let name = format!("snapshot-{active}-{stamp}.tar.zst");
     let out = layout.archives().join(&name);
-    let release = layout.release(&active);
     let temp = tempfile::Builder::new()
         .prefix(".snapshot.")
         .tempfile_in(layout.archives())?;

@@ -6,6 +6,7 @@
 
 use crate::layout::Layout;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 pub fn record(layout: &Layout, op: &str, message: &str) {
     crate::seclog::event(layout, op, message, serde_json::json!({}));
@@ -18,6 +19,8 @@ pub fn record(layout: &Layout, op: &str, message: &str) {
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(dir.join(name))
         {
             let _ = file.write_all(line.as_bytes());

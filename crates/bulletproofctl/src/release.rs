@@ -21,7 +21,7 @@ use integrity_common::{Baseline, EntryKind, Sha256Digest};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,8 @@ pub struct VerifiedBundle {
 }
 
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Failure> {
-    let file = fs::File::open(path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    let (file, _) = integrity_common::handles::open_file(path)
+        .map_err(|e| refused(format!("{}: {e}", path.display())))?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
@@ -116,8 +117,10 @@ pub fn verify_bundle(
             return Err(refused(format!("checksums.txt does not list {name}")));
         };
         let path = dir.join(name);
-        let mut file =
-            fs::File::open(&path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+        // Opened once, not followed, not blocked on (a FIFO swapped in is refused), and
+        // kept open: staging and the archive read this very inode.
+        let (mut file, _) = integrity_common::handles::open_file(&path)
+            .map_err(|e| refused(format!("{}: {e}", path.display())))?;
         let actual = crate::bundle::hash_reader(&mut file)
             .map_err(|e| refused(format!("{}: {e}", path.display())))?;
         if actual != *digest {
@@ -201,14 +204,22 @@ pub fn verify_release(
     Ok((manifest, claim))
 }
 
+/// A file of a kept release or archive: root's, regular (a FIFO or symlink there is an
+/// error, never a hang), present.
+pub fn read_release_file(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(name);
+    crate::layout::read_trusted(&path)?.with_context(|| format!("{} is missing", path.display()))
+}
+
 /// The manifest of a release, read from its directory and checked against the signed
 /// checksums kept beside it (see [`verify_release`], which every caller uses).
 fn load_release_manifest(
     release: &Path,
     key: &integrity_trust::PublicKey,
 ) -> anyhow::Result<(Baseline, ReleaseClaim)> {
-    let checksums_bytes = fs::read(release.join(RELEASE_CHECKSUMS))?;
-    let signature = fs::read_to_string(release.join(RELEASE_SIGNATURE))?;
+    let checksums_bytes = read_release_file(release, RELEASE_CHECKSUMS)?;
+    let signature = String::from_utf8(read_release_file(release, RELEASE_SIGNATURE)?)
+        .context("the signature is not text")?;
     let trusted = integrity_trust::verify(key, &checksums_bytes, &signature, false)
         .map_err(|e| anyhow::anyhow!("{}: {e}", release.display()))?;
     let claim = checksums::parse_release_comment(&trusted).map_err(anyhow::Error::msg)?;
@@ -219,7 +230,7 @@ fn load_release_manifest(
         .find(|(listed, _)| *listed == name)
         .map(|(_, digest)| *digest)
         .with_context(|| format!("{}: checksums.txt does not list {name}", release.display()))?;
-    let bytes = fs::read(release.join(RELEASE_MANIFEST))?;
+    let bytes = read_release_file(release, RELEASE_MANIFEST)?;
     if Sha256Digest::of(&bytes) != digest {
         bail!(
             "{}: manifest.json does not match its signed checksum",
@@ -316,9 +327,13 @@ fn apply_metadata(release: &Path, manifest: &Baseline) -> anyhow::Result<()> {
 
 use std::os::unix::ffi::OsStrExt;
 
-/// Verifies `release` against its manifest with the engine (content, mode, owner, added
-/// and removed entries). Owners are compared only when running as root.
-pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
+/// The entries of a release's core and modules as the engine records them (manifest
+/// paths `/core/...`, `/modules/...`), hashed or stat-only; the first per-path error
+/// fails the check.
+fn scan_release(
+    release: &Path,
+    hash: bool,
+) -> Result<Vec<integrity_common::FileIntegrityEntry>, String> {
     let mut current = Vec::new();
     for prefix in ["/core", "/modules"] {
         let options = integrity_common::ScanOptions {
@@ -327,8 +342,12 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
             cross_filesystems: false,
             policy: None,
         };
-        let output =
-            integrity_common::scan(&options, &Default::default()).map_err(|e| e.to_string())?;
+        let walk = if hash {
+            integrity_common::scan
+        } else {
+            integrity_common::scan_metadata
+        };
+        let output = walk(&options, &Default::default()).map_err(|e| e.to_string())?;
         if let Some(error) = output.errors.first() {
             return Err(format!(
                 "{prefix}{}: {}",
@@ -341,6 +360,13 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
             current.push(entry);
         }
     }
+    Ok(current)
+}
+
+/// Verifies `release` against its manifest with the engine (content, mode, owner, added
+/// and removed entries). Owners are compared only when running as root.
+pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
+    let current = scan_release(release, true)?;
     let root = is_root();
     let expected: Vec<_> = manifest
         .entries
@@ -370,44 +396,29 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
 /// exists with its kind, mode, owner, size and target, and nothing was added; content is
 /// not re-hashed (the guard does that), so this costs stat calls, not bytes.
 pub fn quick_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
-    use rayon::prelude::*;
     let root = is_root();
-    // Stat calls in parallel (both cores): per entry, its metadata, and for a directory
-    // how many children it has.
-    let children: usize = manifest
-        .entries
-        .par_iter()
-        .map(|entry| -> Result<usize, String> {
-            let path = release.join(std::ffi::OsStr::from_bytes(&entry.path[1..]));
-            let shown = || entry.path_text().into_owned();
-            let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", shown()))?;
-            let kind_ok = match entry.kind {
-                EntryKind::Dir => meta.file_type().is_dir(),
-                EntryKind::File => meta.file_type().is_file() && Some(meta.len()) == entry.size,
-                EntryKind::Symlink => {
-                    meta.file_type().is_symlink()
-                        && fs::read_link(&path)
-                            .map(|t| Some(t.as_os_str().as_bytes()) == entry.target.as_deref())
-                            .unwrap_or(false)
-                }
-                _ => false,
-            };
-            let mode_ok = entry.kind == EntryKind::Symlink || meta.mode() & 0o7777 == entry.mode;
-            let owner_ok = !root || (meta.uid() == entry.uid && meta.gid() == entry.gid);
-            if !(kind_ok && mode_ok && owner_ok) {
-                return Err(format!("{} differs from the signed manifest", shown()));
-            }
-            if entry.kind == EntryKind::Dir {
-                return Ok(fs::read_dir(&path)
-                    .map_err(|e| format!("{}: {e}", shown()))?
-                    .count());
-            }
-            Ok(0)
-        })
-        .try_reduce(|| 0, |a, b| Ok(a + b))?;
-    // Every entry but the two tree roots is some directory's child.
-    if children + 2 != manifest.entries.len() {
+    // The engine's stat-only walk of both trees (through handles, in parallel).
+    let current: BTreeMap<Vec<u8>, integrity_common::FileIntegrityEntry> =
+        scan_release(release, false)?
+            .into_iter()
+            .map(|entry| (entry.path.to_vec(), entry))
+            .collect();
+    if current.len() != manifest.entries.len() {
         return Err("entries were added or removed since the release was installed".into());
+    }
+    for entry in &manifest.entries {
+        let shown = || entry.path_text().into_owned();
+        let Some(found) = current.get(&*entry.path) else {
+            return Err(format!("{} is missing", shown()));
+        };
+        let same = found.kind == entry.kind
+            && (entry.kind != EntryKind::File || found.size == entry.size)
+            && (entry.kind != EntryKind::Symlink || found.target == entry.target)
+            && (entry.kind == EntryKind::Symlink || found.mode == entry.mode)
+            && (!root || (found.uid == entry.uid && found.gid == entry.gid));
+        if !same {
+            return Err(format!("{} differs from the signed manifest", shown()));
+        }
     }
     Ok(())
 }
@@ -528,7 +539,7 @@ fn stage_bundle(
         (RELEASE_CHECKSUMS, bundle.checksums.as_slice()),
         (RELEASE_SIGNATURE, bundle.signature.as_bytes()),
     ] {
-        fs::write(stage.path().join(name), bytes).map_err(|e| Failure::Error(e.into()))?;
+        crate::layout::write_atomically(&stage.path().join(name), bytes, 0o644)?;
     }
     let index_bytes = serde_json::to_vec(&restore_index).map_err(|e| Failure::Error(e.into()))?;
     crate::layout::write_atomically(&stage.path().join(frames::INDEX_FILE), &index_bytes, 0o644)?;
@@ -721,11 +732,14 @@ pub fn lock(layout: &Layout, wait: Duration) -> anyhow::Result<nix::fcntl::Flock
 
 /// The root's lock if it is free now.
 pub fn try_lock(layout: &Layout) -> anyhow::Result<Option<nix::fcntl::Flock<fs::File>>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = layout.lock_file();
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(&path)
         .with_context(|| format!("cannot open {} (is the root installed?)", path.display()))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
@@ -841,7 +855,17 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
     {
         return Err(refused(format!("version {version} is already active")));
     }
-    let (staged, manifest) = match stage_bundle(layout, &mut bundle, &config) {
+    // Second handles on the verified files, for the archive (staging consumes the
+    // archives' handles; positional reads do not share an offset).
+    let verified: Vec<(String, Sha256Digest, fs::File)> = bundle
+        .files
+        .iter()
+        .map(|(name, (digest, file))| Ok((name.clone(), *digest, file.try_clone()?)))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Failure::Error(e.into()))?;
+    let (staged, manifest) = match stage_bundle(layout, &mut bundle, &config)
+        .and_then(|staged| archive_bundle(layout, &bundle, &verified, &version).map(|()| staged))
+    {
         Ok(staged) => staged,
         Err(failure) => {
             let _ = recover_interrupted(layout, &config);
@@ -879,7 +903,6 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
         &manifest,
         true,
     )?;
-    archive_bundle(layout, &bundle, &version)?;
     let mut state_new = State::load(layout)?;
     if state_new
         .highest_version()
@@ -916,26 +939,98 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
 }
 
 /// Keeps the signed bundle of `version` under `archives/<version>/` (what `recover`
-/// uses once the version is no longer kept in `install/releases`).
-fn archive_bundle(layout: &Layout, bundle: &VerifiedBundle, version: &str) -> anyhow::Result<()> {
-    let target = layout.archive(version);
-    if target.join("checksums.txt").exists() {
+/// uses once the version is no longer kept in `install/releases`, and what the guard
+/// restores from), before anything is activated. Made from `verified`, second handles
+/// on the very files [`verify_bundle`] hashed, never from the bundle directory's paths
+/// (whose owner could by now have swapped a file for garbage or a FIFO): each is copied
+/// with positional reads into a fresh `archives/.<ver>.tmp/` (mode 0750, files 0644
+/// whatever the umask), hashed while it is copied and compared with its signed checksum
+/// before the directory is renamed into place; `checksums.txt` and `sig.minisig` are
+/// the verified bytes themselves.
+fn archive_bundle(
+    layout: &Layout,
+    bundle: &VerifiedBundle,
+    verified: &[(String, Sha256Digest, fs::File)],
+    version: &str,
+) -> Result<(), Failure> {
+    use integrity_common::handles;
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+    let root = handles::open_dir(&layout.root).context("cannot open the root")?;
+    let archives = handles::create_dir_all_beneath(root.as_fd(), b"archives", 0o750, None)
+        .context("cannot open archives/")?;
+    let done = format!("{version}/{RELEASE_CHECKSUMS}");
+    if handles::stat_beneath(archives.as_fd(), done.as_bytes())
+        .context("cannot inspect archives/")?
+        .is_some()
+    {
         return Ok(());
     }
-    let temp = layout.archives().join(format!(".{version}.tmp"));
-    remove_tree(&temp);
-    fs::create_dir_all(&temp)?;
-    let mut names: Vec<String> = checksums::bundle_files(version).into();
-    names.push("checksums.txt".into());
-    names.push("sig.minisig".into());
-    for name in names {
-        fs::copy(bundle.dir.join(&name), temp.join(&name))
-            .with_context(|| format!("cannot archive {name}"))?;
+    let temp_name = CString::new(format!(".{version}.tmp")).context("version")?;
+    handles::remove_all_at(archives.as_fd(), &temp_name).context("cannot clear archives/")?;
+    let temp = handles::create_dir_all_beneath(archives.as_fd(), temp_name.as_bytes(), 0o750, None)
+        .context("cannot create the archive")?;
+    let copied = (|| -> Result<(), Failure> {
+        for (name, digest, source) in verified {
+            let (mut out, out_temp) = handles::create_temp_at(temp.as_fd(), name.as_bytes())
+                .with_context(|| format!("cannot archive {name}"))?;
+            handles::set_owner_mode(out.as_fd(), None, 0o644)
+                .with_context(|| format!("cannot archive {name}"))?;
+            let actual = copy_hashed(source, &mut out)
+                .and_then(|actual| out.sync_all().map(|()| actual))
+                .with_context(|| format!("cannot archive {name}"))?;
+            if actual != *digest {
+                return Err(refused(format!(
+                    "{name} changed after it was verified (SHA-256 {actual}, signed {digest}); not archived"
+                )));
+            }
+            let name = CString::new(name.as_str()).context("name")?;
+            handles::rename_at(temp.as_fd(), &out_temp, temp.as_fd(), &name)
+                .context("cannot archive")?;
+        }
+        for (name, bytes) in [
+            (c"checksums.txt", bundle.checksums.as_slice()),
+            (c"sig.minisig", bundle.signature.as_bytes()),
+        ] {
+            handles::write_atomic_at(temp.as_fd(), name, bytes, 0o644, None)
+                .context("cannot archive the signature")?;
+        }
+        nix::unistd::syncfs(&temp).context("syncfs")?;
+        let target = CString::new(version).context("version")?;
+        handles::remove_all_at(archives.as_fd(), &target).context("cannot replace the archive")?;
+        handles::rename_at(archives.as_fd(), &temp_name, archives.as_fd(), &target)
+            .context("cannot archive")?;
+        fs::File::from(archives.try_clone().context("dup")?)
+            .sync_all()
+            .context("cannot fsync archives/")?;
+        Ok(())
+    })();
+    if copied.is_err() {
+        let _ = handles::remove_all_at(archives.as_fd(), &temp_name);
     }
-    nix::unistd::syncfs(fs::File::open(&temp)?).context("syncfs")?;
-    remove_tree(&target);
-    fs::rename(&temp, &target)?;
-    fsync_dir(&layout.archives())
+    copied
+}
+
+/// Copies all of `source` (positional reads from its start: its offset is left alone)
+/// to `out` and returns the SHA-256 of what was copied.
+fn copy_hashed(source: &fs::File, out: &mut fs::File) -> std::io::Result<Sha256Digest> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut hasher = integrity_common::digest::Sha256Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = match source.read_at(&mut buffer, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        out.write_all(&buffer[..n])?;
+        at += n as u64;
+    }
+    Ok(hasher.finish())
 }
 
 /// Keeps `keep_versions` releases: the active one, `previous`, then the highest others.

@@ -423,6 +423,7 @@ fn append_locked(
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
         .open(&log)
         .with_context(|| format!("cannot open {}", log.display()))?;
     file.write_all(line.as_bytes())?;
@@ -441,6 +442,7 @@ fn append_locked(
     if let Ok(mut file) = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
         .open(&human)
     {
         let _ = writeln!(file, "[{ts}] {event}: {}", msg.replace('\n', " "));

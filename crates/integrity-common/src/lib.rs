@@ -23,4 +23,6 @@ pub use manifest::{
     ScanErrorRecord,
 };
 pub use policy::{Applied, Checks, Policy, PolicyError, Rule};
-pub use scan::{scan, scan_metadata, scan_path, ScanOptions, ScanOutput, ScanProgress, ScanRootError};
+pub use scan::{
+    scan, scan_metadata, scan_path, ScanOptions, ScanOutput, ScanProgress, ScanRootError,
+};

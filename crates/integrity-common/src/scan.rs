@@ -243,10 +243,10 @@ impl<'a> Walk<'a> {
         entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
         errors.sort_by(|a, b| a.path.cmp(&b.path));
         let bytes_hashed = entries
-        .iter()
-        .filter(|entry| entry.sha256.is_some())
-        .filter_map(|entry| entry.size)
-        .sum();
+            .iter()
+            .filter(|entry| entry.sha256.is_some())
+            .filter_map(|entry| entry.size)
+            .sum();
         ScanOutput {
             entries,
             errors,
