@@ -60,13 +60,7 @@ pub struct Guard {
 
 fn guard_lock(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let path = layout.path("install/guard.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {} (is the root installed?)", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+    crate::fsutil::try_flock(&path)?.ok_or_else(|| {
         anyhow::anyhow!(
             "another guard is running on {} (lock {})",
             layout.root.display(),

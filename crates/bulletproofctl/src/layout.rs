@@ -15,7 +15,6 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The pseudo-release active right after `install`: empty core and modules, so the
@@ -344,72 +343,4 @@ impl Txn {
     }
 }
 
-/// Reads a file that root acts on (configuration, updater state, journal, keys):
-/// `None` when it does not exist. Run as root, the file and its directory must be
-/// root's and not writable by group or others (a file someone else could have
-/// written is not ours to trust: a planted `restart_command` would run as root); a
-/// symlink, FIFO or device there is refused, never followed or blocked on.
-pub fn read_trusted(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    use integrity_common::handles;
-    use std::io::Read;
-    use std::os::fd::AsFd;
-    use std::os::unix::ffi::OsStrExt;
-    let dir_path = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().context("no file name")?;
-    let dir = match handles::open_dir(dir_path) {
-        Ok(dir) => dir,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot open {}", dir_path.display()))
-        }
-    };
-    let (mut file, meta) = match handles::open_file_beneath(dir.as_fd(), name.as_bytes()) {
-        Ok(opened) => opened,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
-    };
-    if nix::unistd::geteuid().is_root() {
-        let dir_meta = handles::fstat(&dir)?;
-        for (what, shown, meta) in [("directory", dir_path, dir_meta), ("file", path, meta)] {
-            if meta.uid != 0 || meta.perm() & 0o022 != 0 {
-                anyhow::bail!(
-                    "refusing {}: the {what} is owned by uid {} with mode {:04o}; root only \
-                     trusts what only root can write (chown root and chmod go-w it after \
-                     checking its content)",
-                    shown.display(),
-                    meta.uid,
-                    meta.perm()
-                );
-            }
-        }
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Some(bytes))
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old or the new content: a
-/// temporary file beside it, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    temp.write_all(bytes)?;
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
-    temp.as_file().sync_all()?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    fsync_dir(dir)
-}
-
-/// Makes a directory's entries (renames, creations) durable.
-pub fn fsync_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::File::open(dir)
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("cannot fsync {}", dir.display()))
-}
+pub use crate::fsutil::{fsync_dir, read_trusted, write_atomically};

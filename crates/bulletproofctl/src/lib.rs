@@ -8,6 +8,7 @@ pub mod checksums;
 pub mod conf;
 pub mod extract;
 pub mod frames;
+pub mod fsutil;
 pub mod fuzzing;
 pub mod guard;
 pub mod install;

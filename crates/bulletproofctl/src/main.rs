@@ -386,7 +386,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             });
             let signature = integrity_trust::sign(&sk, &data, &comment)?;
             let out = signature_path(&file);
-            write_atomically(&out, signature.as_bytes())?;
+            layout::write_atomically(&out, signature.as_bytes(), 0o644)?;
             eprintln!("bulletproofctl: wrote {}", out.display());
             Ok(0)
         }
@@ -922,7 +922,7 @@ fn snapshot(
     let data = std::fs::read(&out)?;
     let comment = format!("snapshot:{active}\tsha256:{digest}\tfile:{name}");
     let signature = integrity_trust::sign(&sk, &data, &comment)?;
-    write_atomically(&signature_path(&out), signature.as_bytes())?;
+    layout::write_atomically(&signature_path(&out), signature.as_bytes(), 0o644)?;
     oplog::record(
         layout,
         "snapshot",
@@ -930,21 +930,4 @@ fn snapshot(
     );
     println!("{}", out.display());
     Ok(0)
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".minisig.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

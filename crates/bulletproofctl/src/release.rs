@@ -732,21 +732,7 @@ pub fn lock(layout: &Layout, wait: Duration) -> anyhow::Result<nix::fcntl::Flock
 
 /// The root's lock if it is free now.
 pub fn try_lock(layout: &Layout) -> anyhow::Result<Option<nix::fcntl::Flock<fs::File>>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = layout.lock_file();
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(&path)
-        .with_context(|| format!("cannot open {} (is the root installed?)", path.display()))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(anyhow::anyhow!("cannot lock {}: {errno}", path.display())),
-    }
+    crate::fsutil::try_flock(&layout.lock_file())
 }
 
 pub struct Report {

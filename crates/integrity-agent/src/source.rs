@@ -8,7 +8,6 @@
 use integrity_client::{Client, ClientError, Fetched};
 use integrity_common::Baseline;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -187,14 +186,9 @@ impl Cache {
         etag: Option<&str>,
     ) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let write = |path: PathBuf, data: &[u8]| -> std::io::Result<()> {
-            let mut temp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempfile_in(&self.dir)?;
-            temp.write_all(data)?;
-            temp.as_file().sync_all()?;
-            temp.persist(path).map_err(|error| error.error)?;
-            Ok(())
+        // The workspace's one atomic write (explicit mode, fsync, rename, dir fsync).
+        let write = |path: PathBuf, data: &[u8]| {
+            integrity_common::handles::write_atomic(&path, data, 0o600)
         };
         // Old tag out first, new tag in last: a crash in between leaves a body without
         // a tag (the next run fetches it whole), never a body paired with a tag that

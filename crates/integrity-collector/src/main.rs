@@ -12,7 +12,6 @@ use integrity_common::{
     pathenc, scan, validate_image_id, Baseline, Exclusions, Policy, ScanOptions, ScanProgress,
 };
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -473,23 +472,8 @@ fn probe_writable(path: &Path) -> Result<()> {
 /// reader sees either the old file or the complete new one, never a partial one. On
 /// failure the temporary file is removed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = temp_in_dir_of(path)?;
-    let written = (|| {
-        temp.as_file().write_all(bytes)?;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        temp.as_file().sync_all()
-    })();
-    written.map_err(|err| output_error(path, &err))?;
-    temp.persist(path)
-        .map_err(|err| output_error(path, &err.error))?;
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        // Make the rename itself durable.
-        std::fs::File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|err| output_error(path, &err))?;
-    }
-    Ok(())
+    integrity_common::handles::write_atomic(path, bytes, 0o644)
+        .map_err(|err| output_error(path, &err))
 }
 
 /// Runs `work` with a progress bar on stderr when stderr is a terminal.

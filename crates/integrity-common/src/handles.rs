@@ -372,6 +372,60 @@ pub fn write_atomic_at(
     rustix::fs::fsync(dir).map_err(errno)
 }
 
+/// [`write_atomic_at`] for a path: the one atomic write of the workspace (fresh
+/// `O_EXCL` temporary file beside `path`, explicit `mode`, fsync, rename, fsync of the
+/// directory). The directory itself is the caller's (the path to it may be followed).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = dir_and_name(path)?;
+    write_atomic_at(dir.as_fd(), &name, bytes, mode, None)
+}
+
+fn dir_and_name(path: &Path) -> io::Result<(OwnedFd, CString)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((open_dir(dir)?, cstring(name.as_bytes())?))
+}
+
+/// Opens a file that a root process will act on: `Ok(None)` when it does not exist; a
+/// symlink, FIFO or device is an error (never followed, never blocked on). Run as
+/// root, the file and its directory must be root's and not writable by group or
+/// others (`PermissionDenied`, saying which and why): a file someone else could have
+/// written is not root's to trust. Run as another user, they must be that user's or
+/// root's.
+pub fn open_trusted(path: &Path) -> io::Result<Option<(File, Meta)>> {
+    let (dir, name) = match dir_and_name(path) {
+        Ok(pair) => pair,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (file, meta) = match open_file_at(dir.as_fd(), &name, None) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let dir_meta = fstat(&dir)?;
+    for (what, meta) in [("directory", dir_meta), ("file", meta)] {
+        if (meta.uid != 0 && meta.uid != me) || meta.perm() & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the {what} is owned by uid {} with mode {:04o}; only what only {} can write is trusted",
+                    meta.uid,
+                    meta.perm(),
+                    if me == 0 { "root" } else { "root or this user" }
+                ),
+            ));
+        }
+    }
+    Ok(Some((file, meta)))
+}
+
 /// `renameat`: moves `from` in `from_dir` to `to` in `to_dir` (replacing `to`).
 pub fn rename_at(
     from_dir: BorrowedFd<'_>,
