@@ -18,6 +18,8 @@ pub mod oplog;
 pub mod release;
 pub mod restore;
 pub mod seclog;
+pub mod snapshot;
+pub mod status;
 
 /// The seed's application root.
 pub const DEFAULT_ROOT: &str = "/opt/omniscient";

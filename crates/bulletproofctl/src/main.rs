@@ -5,7 +5,7 @@
 //! issue.
 
 use bulletproofctl::{
-    activation, bundle, conf, guard, install, layout, mounts, oplog, release, seclog, DEFAULT_ROOT,
+    bundle, conf, guard, install, layout, mounts, release, seclog, snapshot, status, DEFAULT_ROOT,
 };
 
 use anyhow::Context;
@@ -337,12 +337,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn signature_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".minisig");
-    PathBuf::from(name)
-}
-
 fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Keygen {
@@ -385,7 +379,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 integrity_trust::default_trusted_comment(&name, now)
             });
             let signature = integrity_trust::sign(&sk, &data, &comment)?;
-            let out = signature_path(&file);
+            let out = integrity_trust::signature_path(&file);
             layout::write_atomically(&out, signature.as_bytes(), 0o644)?;
             eprintln!("bulletproofctl: wrote {}", out.display());
             Ok(0)
@@ -399,7 +393,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let pk = integrity_trust::load_public_key(&public_key)?;
             let data =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let sig_path = signature.unwrap_or_else(|| signature_path(&file));
+            let sig_path = signature.unwrap_or_else(|| integrity_trust::signature_path(&file));
             let text = std::fs::read(&sig_path)
                 .with_context(|| format!("cannot read signature {}", sig_path.display()))?;
             let Ok(text) = String::from_utf8(text) else {
@@ -514,7 +508,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             &to,
             public_key.as_deref(),
         )),
-        Command::Status { root, json } => status(&layout::Layout::new(&root.root), json),
+        Command::Status { root, json } => status::status(&layout::Layout::new(&root.root), json),
         Command::Guard {
             root,
             once,
@@ -688,7 +682,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
             root,
             secret_key,
             password_file,
-        } => snapshot(&layout::Layout::new(&root.root), secret_key, password_file),
+        } => snapshot::snapshot(
+            &layout::Layout::new(&root.root),
+            secret_key,
+            password_of(password_file.as_deref()),
+        ),
     }
 }
 
@@ -724,210 +722,4 @@ fn parse_owner(text: &str) -> anyhow::Result<(u32, u32)> {
         uid.parse().context("--owner: bad uid")?,
         gid.parse().context("--owner: bad gid")?,
     ))
-}
-
-fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
-    let active = layout.active_version()?.with_context(|| {
-        format!(
-            "{} is not installed (bulletproofctl install --root {})",
-            layout.root.display(),
-            layout.root.display()
-        )
-    })?;
-    let state = layout::State::load(layout)?;
-    let kept: Vec<String> = layout
-        .kept_versions()?
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let archived: Vec<String> = layout
-        .archived_versions()?
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let key = integrity_trust::load_public_key(&layout.pinned_key())
-        .ok()
-        .map(|k| integrity_trust::key_id(&k));
-    let txn = layout::Txn::load(layout)?;
-    // Is the active version the one the last signed operation activated? (DESIGN §8)
-    let (activation, recorded, problem) = match activation::check(layout, &active) {
-        activation::Check::Authorized => ("authorized", Some(active.clone()), None),
-        activation::Check::Unrecorded => (
-            "unrecorded",
-            None,
-            (active != layout::EMPTY_RELEASE).then(|| {
-                "no signed operation recorded an activation (install/activated.json is missing)"
-                    .to_string()
-            }),
-        ),
-        // An interrupted operation's journal explains the difference (the next command
-        // undoes it): not an unauthorized activation.
-        activation::Check::Unauthorized { recorded, .. }
-            if txn
-                .as_ref()
-                .is_some_and(|t| t.from == recorded && (t.to == active || t.from == active)) =>
-        {
-            ("interrupted", Some(recorded), None)
-        }
-        activation::Check::Unauthorized { recorded, .. } => {
-            let message = format!("UNAUTHORIZED ACTIVATION: {active} is active, but the last signed operation activated {recorded} (the guard re-activates {recorded})");
-            ("unauthorized", Some(recorded), Some(message))
-        }
-        activation::Check::Unverifiable(why) => (
-            "unverifiable",
-            None,
-            Some(format!("the activation record cannot be trusted: {why}")),
-        ),
-    };
-    let code = if problem.is_some() { 4 } else { 0 };
-    if let Some(problem) = &problem {
-        eprintln!("bulletproofctl status: {problem}");
-    }
-    if json {
-        let value = serde_json::json!({
-            "root": layout.root,
-            "active": active,
-            "activation": { "status": activation, "recorded": recorded, "problem": problem },
-            "previous": state.previous,
-            "highest": state.highest,
-            "kept": kept,
-            "archived": archived,
-            "release_key": key,
-            "last_update": state.last_update,
-            "last_verification": state.last_verification,
-            "interrupted": txn.map(|t| serde_json::json!({"op": t.op, "from": t.from, "to": t.to})),
-        });
-        println!("{value}");
-        return Ok(code);
-    }
-    let none = || "-".to_string();
-    println!("root:              {}", layout.root.display());
-    println!("active:            {active}");
-    match &problem {
-        Some(problem) => println!("activation:        !!! {problem}"),
-        None => println!("activation:        {activation}"),
-    }
-    println!(
-        "previous:          {}",
-        state.previous.clone().unwrap_or_else(none)
-    );
-    println!(
-        "highest installed: {}",
-        state.highest.clone().unwrap_or_else(none)
-    );
-    println!(
-        "kept:              {}",
-        if kept.is_empty() {
-            none()
-        } else {
-            kept.join(", ")
-        }
-    );
-    println!(
-        "archived:          {}",
-        if archived.is_empty() {
-            none()
-        } else {
-            archived.join(", ")
-        }
-    );
-    println!(
-        "release key:       {}",
-        key.unwrap_or_else(|| "none pinned".into())
-    );
-    let event = |e: &Option<layout::Event>| match e {
-        Some(e) => format!("{} {} {}: {}", e.at, e.op, e.result, e.detail),
-        None => none(),
-    };
-    println!("last update:       {}", event(&state.last_update));
-    println!("last verification: {}", event(&state.last_verification));
-    if let Some(txn) = txn {
-        println!(
-            "interrupted:       {} {} -> {} (undone by the next update, rollback or recover)",
-            txn.op, txn.from, txn.to
-        );
-    }
-    Ok(code)
-}
-
-fn snapshot(
-    layout: &layout::Layout,
-    secret_key: Option<PathBuf>,
-    password_file: Option<PathBuf>,
-) -> anyhow::Result<u8> {
-    let active = layout
-        .active_version()?
-        .context("the root is not installed")?;
-    if active == layout::EMPTY_RELEASE {
-        anyhow::bail!("no release is active yet; nothing to snapshot");
-    }
-    seclog::ensure_ready(layout)?;
-    // The host key vouches only for what the release key signed: the active release is
-    // verified (signature chain, then content, modes, owners, nothing added or missing)
-    // before anything is archived or signed.
-    let release = layout.release(&active);
-    let verified = release::release_key(layout, None).and_then(|key| {
-        let (manifest, _) = release::verify_release(&release, &key, &active)?;
-        release::full_verify(&release, &manifest).map_err(anyhow::Error::msg)
-    });
-    if let Err(error) = verified {
-        let message = format!(
-            "the active release {active} does not match its signed manifest ({error:#}); not signing it (bulletproofctl guard --once heals it)"
-        );
-        oplog::record(layout, "snapshot", &format!("refused: {message}"));
-        eprintln!("bulletproofctl: refused: {message}");
-        return Ok(EXIT_VERIFY);
-    }
-    let key_path = match secret_key {
-        Some(path) => path,
-        None => {
-            let path = layout.host_key();
-            if !path.exists() {
-                let id = integrity_trust::keygen(&path, &layout.host_public_key(), None)?;
-                eprintln!(
-                    "bulletproofctl: created the host key {id} ({})",
-                    path.display()
-                );
-            }
-            path
-        }
-    };
-    let password = password_of(password_file.as_deref());
-    let sk = integrity_trust::load_secret_key(&key_path, password)?;
-    let stamp = integrity_common::manifest::now_timestamp().replace([':', '-'], "");
-    let name = format!("snapshot-{active}-{stamp}.tar.zst");
-    let out = layout.archives().join(&name);
-    let temp = tempfile::Builder::new()
-        .prefix(".snapshot.")
-        .tempfile_in(layout.archives())?;
-    {
-        let encoder = zstd::Encoder::new(std::io::BufWriter::new(temp.as_file()), 3)?;
-        let mut builder = tar::Builder::new(encoder);
-        builder.follow_symlinks(false);
-        for part in ["core", "modules"] {
-            builder.append_dir_all(part, release.join(part))?;
-        }
-        for part in [
-            release::RELEASE_MANIFEST,
-            release::RELEASE_CHECKSUMS,
-            release::RELEASE_SIGNATURE,
-        ] {
-            builder.append_path_with_name(release.join(part), part)?;
-        }
-        builder.into_inner()?.finish()?;
-    }
-    temp.as_file().sync_all()?;
-    let digest = bundle::hash_file(temp.path())?;
-    temp.persist(&out)?;
-    let data = std::fs::read(&out)?;
-    let comment = format!("snapshot:{active}\tsha256:{digest}\tfile:{name}");
-    let signature = integrity_trust::sign(&sk, &data, &comment)?;
-    layout::write_atomically(&signature_path(&out), signature.as_bytes(), 0o644)?;
-    oplog::record(
-        layout,
-        "snapshot",
-        &format!("{} of {active}", out.display()),
-    );
-    println!("{}", out.display());
-    Ok(0)
 }

@@ -101,9 +101,7 @@ pub fn from_file(
         ))
     })?;
     if let Some(verifier) = verifier {
-        let mut sig_path = path.as_os_str().to_owned();
-        sig_path.push(".minisig");
-        let signature = fs::read(&sig_path).ok();
+        let signature = fs::read(integrity_trust::signature_path(path)).ok();
         verifier.check(
             &bytes,
             signature.as_deref(),

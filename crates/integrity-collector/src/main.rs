@@ -266,9 +266,7 @@ fn run(args: &Args) -> Result<u8> {
     if let Some(path) = output {
         write_atomically(path, &bytes)?;
         if let Some(signature) = &signature {
-            let mut sig_path = path.as_os_str().to_owned();
-            sig_path.push(".minisig");
-            write_atomically(Path::new(&sig_path), signature.as_bytes())?;
+            write_atomically(&integrity_trust::signature_path(path), signature.as_bytes())?;
         }
     }
     if to_stdout {

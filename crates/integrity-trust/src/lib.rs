@@ -54,6 +54,13 @@ fn read_password(path: &Path) -> Result<String, TrustError> {
     Ok(password)
 }
 
+/// Where a file's detached signature lives: `FILE.minisig` (minisign's convention).
+pub fn signature_path(file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".minisig");
+    std::path::PathBuf::from(name)
+}
+
 /// A new key pair written as `secret` (mode 0600) and `public`, in minisign's formats:
 /// encrypted with scrypt when a password file is given, unencrypted otherwise (like
 /// `minisign -W`). Existing files are never overwritten.
