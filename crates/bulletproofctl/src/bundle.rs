@@ -93,19 +93,10 @@ fn scan_tree(
         }
         entry.uid = owner.0;
         entry.gid = owner.1;
-        entry.path = reroot(prefix, &entry.path);
+        entry.path = integrity_common::manifest::reroot(prefix, &entry.path);
         entries.push(entry);
     }
     Ok(entries)
-}
-
-/// `/x` under `/core` → `/core/x`; `/` → `/core`.
-pub fn reroot(prefix: &str, path: &[u8]) -> Box<[u8]> {
-    let mut out = prefix.as_bytes().to_vec();
-    if path != b"/" {
-        out.extend_from_slice(path);
-    }
-    out.into_boxed_slice()
 }
 
 /// `SOURCE_DATE_EPOCH`, or the newest mtime among the inputs.
@@ -507,24 +498,4 @@ fn open_output_dir(out: &Path) -> anyhow::Result<OwnedFd> {
 fn write_out(out: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     handles::write_atomic_at(out, &CString::new(name)?, bytes, 0o644, None)
         .with_context(|| format!("cannot write {name}"))
-}
-
-/// SHA-256 of a file, streamed.
-pub fn hash_file(path: &Path) -> anyhow::Result<Sha256Digest> {
-    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    hash_reader(file).with_context(|| format!("cannot read {}", path.display()))
-}
-
-pub fn hash_reader(mut reader: impl std::io::Read) -> std::io::Result<Sha256Digest> {
-    let mut hasher = integrity_common::digest::Sha256Hasher::new();
-    let mut buffer = vec![0u8; 256 << 10];
-    loop {
-        match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buffer[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hasher.finish())
 }

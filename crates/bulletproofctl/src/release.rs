@@ -121,7 +121,7 @@ pub fn verify_bundle(
         // kept open: staging and the archive read this very inode.
         let (mut file, _) = integrity_common::handles::open_file(&path)
             .map_err(|e| refused(format!("{}: {e}", path.display())))?;
-        let actual = crate::bundle::hash_reader(&mut file)
+        let (actual, _) = integrity_common::scan::hash_reader(&mut file, u64::MAX)
             .map_err(|e| refused(format!("{}: {e}", path.display())))?;
         if actual != *digest {
             return Err(refused(format!(
@@ -356,7 +356,7 @@ fn scan_release(
             ));
         }
         for mut entry in output.entries {
-            entry.path = crate::bundle::reroot(prefix, &entry.path);
+            entry.path = integrity_common::manifest::reroot(prefix, &entry.path);
             current.push(entry);
         }
     }

@@ -1,7 +1,7 @@
 //! `snapshot`: the active release (verified against its signed manifest first) as a
 //! `backups/snapshot-<ver>-<time>.tar.zst`, signed with the host key.
 
-use crate::{bundle, layout, oplog, release, seclog};
+use crate::{layout, oplog, release, seclog};
 use anyhow::Context;
 use integrity_trust::Password;
 use std::path::PathBuf;
@@ -75,7 +75,7 @@ pub fn snapshot(
         builder.into_inner()?.finish()?;
     }
     temp.as_file().sync_all()?;
-    let digest = bundle::hash_file(temp.path())?;
+    let (digest, _) = integrity_common::scan::hash_reader(temp.reopen()?, u64::MAX)?;
     temp.persist(&out)?;
     let data = std::fs::read(&out)?;
     let comment = format!("snapshot:{active}\tsha256:{digest}\tfile:{name}");

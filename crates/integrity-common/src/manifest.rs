@@ -550,6 +550,16 @@ impl<'de> Deserialize<'de> for ErrorRecords {
     }
 }
 
+/// A path of a tree scanned on its own, placed under `prefix` in a larger manifest:
+/// `/x` under `/core` is `/core/x`, and the tree's root `/` is `/core`.
+pub fn reroot(prefix: &str, path: &[u8]) -> Box<[u8]> {
+    let mut out = prefix.as_bytes().to_vec();
+    if path != b"/" {
+        out.extend_from_slice(path);
+    }
+    out.into_boxed_slice()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

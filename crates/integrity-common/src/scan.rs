@@ -513,9 +513,9 @@ fn hash_file(dir: &OwnedFd, name: &CStr, listed: &Meta) -> io::Result<(Sha256Dig
     Ok((digest, size, opened))
 }
 
-/// Hashes up to `limit` bytes of `reader` with the thread's read buffer; returns the
-/// digest and the number of bytes read.
-fn hash_reader(reader: impl Read, limit: u64) -> io::Result<(Sha256Digest, u64)> {
+/// Hashes up to `limit` bytes of `reader` with the thread's read buffer (the
+/// workspace's one streaming hash); returns the digest and the number of bytes read.
+pub fn hash_reader(reader: impl Read, limit: u64) -> io::Result<(Sha256Digest, u64)> {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         let mut hasher = Sha256Hasher::new();
