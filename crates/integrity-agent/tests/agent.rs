@@ -797,3 +797,70 @@ fn a_pinned_key_covers_the_service_and_the_cache() {
         stderr(&tampered)
     );
 }
+
+/// A hostile tree through the agent (running as root, as on a VM): a FIFO and a
+/// device swapped in for baseline files, a socket, a directory replaced by a symlink
+/// to a directory outside the tree: the agent finishes, reports each as what it is,
+/// and records nothing from outside.
+#[test]
+fn a_hostile_tree_is_reported_without_hanging_or_leaving_the_tree() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let root = golden(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, "img-hostile", &baseline);
+
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(outside.join("etc")).unwrap();
+    fs::write(outside.join("etc/secret-marker"), "outside\n").unwrap();
+    let mkfifo = |path: &Path| {
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    };
+    fs::remove_file(root.join("etc/hosts")).unwrap();
+    mkfifo(&root.join("etc/hosts"));
+    fs::remove_file(root.join("usr/lib/plain")).unwrap();
+    let made = Command::new("mknod")
+        .args([root.join("usr/lib/plain").to_str().unwrap(), "c", "1", "5"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("srv/sock")).unwrap();
+    fs::rename(root.join("etc/ssh"), dir.path().join("ssh-moved")).unwrap();
+    symlink(outside.join("etc"), root.join("etc/ssh")).unwrap();
+
+    let mut child = Command::new(AGENT)
+        .args(["--root", root.to_str().unwrap(), "--baseline"])
+        .arg(&baseline)
+        .args(["--image-id", "img-hostile", "--once", "--format", "json"])
+        .env_remove("IMAGE_ID")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent hung on a hostile tree");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("secret-marker"), "{stdout}");
+    let found = anomalies(&output);
+    for (kind, path) in [
+        ("type_changed", "/etc/hosts"),
+        ("type_changed", "/usr/lib/plain"),
+        ("type_changed", "/etc/ssh"),
+        ("added", "/srv/sock"),
+        ("deleted", "/etc/ssh/sshd_config"),
+    ] {
+        assert!(
+            found.iter().any(|(k, p, _)| k == kind && p == path),
+            "{kind} {path} missing: {found:?}"
+        );
+    }
+    // Drift, not an error: the bitmask of added, deleted and changed.
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+}
