@@ -32,14 +32,14 @@ fn unhex(text: &str) -> [u8; 32] {
     out
 }
 
-/// HMAC-SHA256, computed here independently of `seclog.rs`.
+/// HMAC-SHA256, computed here independently of the `bulletproof-seclog` crate.
 fn hmac_hex(key: &[u8], body: &str) -> String {
     let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
     mac.update(body.as_bytes());
     hex(&mac.finalize().into_bytes())
 }
 
-/// `k_{i+1}` from `k_i`, as DESIGN §9 / seclog.rs define it.
+/// `k_{i+1}` from `k_i`, as DESIGN §9 / `bulletproof-seclog` define it.
 fn evolve(key: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"bulletproof-log-evolve-v1");
@@ -718,7 +718,7 @@ fn stolen_current_key_cannot_rewrite_the_past() {
         .problem(&copy, &[4], &["MAC does not verify"]);
 }
 
-/// The stated limit (seclog.rs, DESIGN §9): forward security protects the past, not
+/// The stated limit (seclog crate, DESIGN §9): forward security protects the past, not
 /// the future. Whoever holds the current key can write the next record, and it
 /// verifies: the checkpoint names an earlier seq and only vouches that nothing up to
 /// it was cut. The writer even adopts the forged record (it looks like a record whose

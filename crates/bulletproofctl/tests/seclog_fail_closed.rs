@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{ctl, ok, p, text};
+use common::{ctl, ctl_env, ok, p, text};
 
 /// An installed root with release 1.0.0 active (a template in core/conf), one flag
 /// set, and a signed bundle of 2.0.0 ready for `update`.
@@ -418,4 +418,36 @@ fn verify_fails_when_the_checkpoint_cannot_be_checked() {
             "names the checkpoint and why: {all}"
         );
     }
+}
+
+/// A crash between a record and its key state update (`BULLETPROOF_CRASH_AT=
+/// log-appended`, the log crate's own crash point) is not damage: the next command
+/// sees the record made with the current key, carries on past it, and the chain
+/// verifies.
+#[test]
+fn a_crash_between_record_and_key_state_is_carried_on() {
+    let f = Fixture::new();
+    let state = f.at("install/logkeys/bulletproofctl.state");
+    let log = f.at("logs/security/bulletproofctl.jsonl");
+    let before = fs::read(&state).unwrap();
+    let records = fs::read_to_string(&log).unwrap().lines().count();
+    let out = ctl_env(
+        &["flags", "set", "beta", "false", "--root", &f.r()],
+        &[("BULLETPROOF_CRASH_AT", "log-appended")],
+    );
+    assert!(!out.status.success(), "the crash point was not reached");
+    assert_eq!(fs::read(&state).unwrap(), before, "the key state moved on");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().lines().count(),
+        records + 1,
+        "the record was not written"
+    );
+
+    ok(f.run(&["flags", "set", "beta", "false"]));
+    let out = ok(f.run(&["log", "verify", p(&log)]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("intact:"),
+        "{}",
+        text(&out)
+    );
 }
