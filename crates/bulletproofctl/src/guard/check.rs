@@ -12,14 +12,6 @@ pub(super) fn expected_entries(manifest: &Baseline) -> BTreeMap<Vec<u8>, FileInt
         .collect()
 }
 
-pub(super) fn as_root_or_self(mut entry: FileIntegrityEntry) -> FileIntegrityEntry {
-    if !nix::unistd::geteuid().is_root() {
-        entry.uid = nix::unistd::geteuid().as_raw();
-        entry.gid = nix::unistd::getegid().as_raw();
-    }
-    entry
-}
-
 /// Scans `path` (relative to the release, manifest form `/core/...`) with the
 /// engine's own code, through handles: a whole subtree for a directory, one entry
 /// otherwise, none when absent; what cannot be read is an error entry, never a
@@ -68,7 +60,7 @@ pub(super) fn find_drift(
                     || (e.path.starts_with(&root) && e.path.get(root.len()) == Some(&b'/'))
             })
             .cloned()
-            .map(as_root_or_self)
+            .map(release::as_seen)
             .collect();
         let actual = actual_entries(release, &root);
         // A path that could not be read is drift itself (healed by quarantine and

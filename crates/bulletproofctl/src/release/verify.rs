@@ -39,19 +39,33 @@ pub(crate) fn scan_release(
     Ok(current)
 }
 
-/// Verifies `release` against its manifest with the engine (content, mode, owner, added
-/// and removed entries). Owners are compared only when running as root.
-pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
-    let current = scan_release(release, true)?;
-    let root = is_root();
+/// A manifest entry as this process can see it on disk: the manifest's owner when we
+/// are root, ours otherwise (an unprivileged run cannot chown, and is compared as
+/// itself). The guard's checks use the same mapping.
+pub fn as_seen(
+    mut entry: integrity_common::FileIntegrityEntry,
+) -> integrity_common::FileIntegrityEntry {
+    if !is_root() {
+        entry.uid = nix::unistd::geteuid().as_raw();
+        entry.gid = nix::unistd::getegid().as_raw();
+    }
+    entry
+}
+
+/// The one check of a release against its signed manifest: the engine's walk of core
+/// and modules (hashing content when `content`, else stat-only) and the engine's diff
+/// (kind, mode, owner, size, symlink target, added and removed entries; the SHA-256
+/// only when `content`). The first difference is the error.
+pub fn check_release(release: &Path, manifest: &Baseline, content: bool) -> Result<(), String> {
+    let current = scan_release(release, content)?;
     let expected: Vec<_> = manifest
         .entries
         .iter()
-        .map(|entry| {
-            let mut entry = entry.clone();
-            if !root {
-                entry.uid = nix::unistd::geteuid().as_raw();
-                entry.gid = nix::unistd::getegid().as_raw();
+        .cloned()
+        .map(as_seen)
+        .map(|mut entry| {
+            if !content {
+                entry.sha256 = entry.sha256.filter(|_| entry.kind != EntryKind::File);
             }
             entry
         })
@@ -68,33 +82,13 @@ pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
     }
 }
 
-/// A cheap check for `rollback`/`recover` of a kept version: every manifest entry
-/// exists with its kind, mode, owner, size and target, and nothing was added; content is
-/// not re-hashed (the guard does that), so this costs stat calls, not bytes.
+/// After an update: [`check_release`] with content hashed.
+pub fn full_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
+    check_release(release, manifest, true)
+}
+
+/// Before `rollback`/`recover` switch to a kept version: [`check_release`] without
+/// hashing (stat calls, not bytes; the guard re-hashes the active release right after).
 pub fn quick_verify(release: &Path, manifest: &Baseline) -> Result<(), String> {
-    let root = is_root();
-    // The engine's stat-only walk of both trees (through handles, in parallel).
-    let current: BTreeMap<Vec<u8>, integrity_common::FileIntegrityEntry> =
-        scan_release(release, false)?
-            .into_iter()
-            .map(|entry| (entry.path.to_vec(), entry))
-            .collect();
-    if current.len() != manifest.entries.len() {
-        return Err("entries were added or removed since the release was installed".into());
-    }
-    for entry in &manifest.entries {
-        let shown = || entry.path_text().into_owned();
-        let Some(found) = current.get(&*entry.path) else {
-            return Err(format!("{} is missing", shown()));
-        };
-        let same = found.kind == entry.kind
-            && (entry.kind != EntryKind::File || found.size == entry.size)
-            && (entry.kind != EntryKind::Symlink || found.target == entry.target)
-            && (entry.kind == EntryKind::Symlink || found.mode == entry.mode)
-            && (!root || (found.uid == entry.uid && found.gid == entry.gid));
-        if !same {
-            return Err(format!("{} differs from the signed manifest", shown()));
-        }
-    }
-    Ok(())
+    check_release(release, manifest, false)
 }
