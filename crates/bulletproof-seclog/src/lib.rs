@@ -385,12 +385,23 @@ impl SecLog {
                 self.reinit_hint()
             );
         }
-        let mut master = [0u8; 32];
-        getrandom(&mut master)?;
         let target = out
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.master_key_path());
-        write_file(&target, format!("{}\n", hex(&master)).as_bytes(), 0o400)?;
+        self.start_chains(&target, components)?;
+        Ok(Some(target))
+    }
+
+    /// A fresh master initial key, written to `master_target` (0400), and each of
+    /// `components`' key state seeded from it (0600): the start of their chains.
+    fn start_chains(&self, master_target: &Path, components: &[&str]) -> anyhow::Result<()> {
+        let mut master = [0u8; 32];
+        getrandom(&mut master)?;
+        write_file(
+            master_target,
+            format!("{}\n", hex(&master)).as_bytes(),
+            0o400,
+        )?;
         for component in components {
             let state = KeyState {
                 next_seq: 0,
@@ -404,7 +415,7 @@ impl SecLog {
             )?;
         }
         master.fill(0);
-        Ok(Some(target))
+        Ok(())
     }
 
     /// A file showing that a chain of `components` was started (records or a checkpoint).
@@ -699,26 +710,7 @@ impl SecLog {
         }
 
         // The new epoch: initial key, states, and a first record in each chain.
-        let mut master = [0u8; 32];
-        getrandom(&mut master)?;
-        write_file(
-            &master_target,
-            format!("{}\n", hex(&master)).as_bytes(),
-            0o400,
-        )?;
-        for component in COMPONENTS {
-            let state = KeyState {
-                next_seq: 0,
-                key: hex(&initial_key(&master, component)),
-                prev: ZERO_MAC.into(),
-            };
-            write_file(
-                &self.state_path(component),
-                &serde_json::to_vec(&state)?,
-                0o600,
-            )?;
-        }
-        master.fill(0);
+        self.start_chains(&master_target, COMPONENTS)?;
         let why = reason
             .clone()
             .unwrap_or_else(|| "on request (the key state was usable)".into());

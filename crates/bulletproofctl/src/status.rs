@@ -80,6 +80,13 @@ pub fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
         return Ok(code);
     }
     let none = || "-".to_string();
+    let listed = |versions: &[String]| {
+        if versions.is_empty() {
+            none()
+        } else {
+            versions.join(", ")
+        }
+    };
     println!("root:              {}", layout.root.display());
     println!("active:            {active}");
     match &problem {
@@ -94,22 +101,8 @@ pub fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
         "highest installed: {}",
         state.highest.clone().unwrap_or_else(none)
     );
-    println!(
-        "kept:              {}",
-        if kept.is_empty() {
-            none()
-        } else {
-            kept.join(", ")
-        }
-    );
-    println!(
-        "archived:          {}",
-        if archived.is_empty() {
-            none()
-        } else {
-            archived.join(", ")
-        }
-    );
+    println!("kept:              {}", listed(&kept));
+    println!("archived:          {}", listed(&archived));
     println!(
         "release key:       {}",
         key.unwrap_or_else(|| "none pinned".into())

@@ -6,34 +6,21 @@ use std::fs;
 use std::process::Output;
 
 mod common;
-use common::{ctl, p};
+use common::{ctl, p, text, Root};
 
+/// What a command that must have succeeded said.
 fn ok(output: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "failed: {text}");
-    text
+    text(&common::ok(output))
 }
 
 #[test]
 fn render_and_flags_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let root = d.join("root");
-    let r = p(&root);
-    ok(ctl(&[
-        "keygen",
-        "--secret-key",
-        p(&d.join("k.key")),
-        "--public-key",
-        p(&d.join("k.pub")),
-    ]));
-    let core = d.join("core");
+    let f = Root::new();
+    let root = f.root();
+    let r = &f.r();
+    let core = f.path("core");
     fs::create_dir_all(core.join("conf/nested")).unwrap();
-    fs::create_dir_all(d.join("modules")).unwrap();
+    fs::create_dir_all(f.path("modules")).unwrap();
     fs::write(
         core.join("conf/app.toml.j2"),
         "port = {{ port }}\nversion = \"{{ version }}\"\n{% if flags.beta %}beta = true\n{% endif %}",
@@ -41,31 +28,9 @@ fn render_and_flags_round_trip() {
     .unwrap();
     fs::write(core.join("conf/nested/log.conf.j2"), "root={{ root }}\n").unwrap();
     fs::write(core.join("conf/static.conf"), "not a template\n").unwrap();
-    ok(ctl(&[
-        "bundle",
-        "build",
-        "--version",
-        "1.0.0",
-        "--core",
-        p(&core),
-        "--modules",
-        p(&d.join("modules")),
-        "--secret-key",
-        p(&d.join("k.key")),
-        "--out",
-        p(&d.join("b")),
-    ]));
-    ok(ctl(&[
-        "install",
-        "--root",
-        r,
-        "--public-key",
-        p(&d.join("k.pub")),
-        "--mounts",
-        "no",
-        "--no-venv",
-    ]));
-    ok(ctl(&["update", p(&d.join("b")), "--root", r]));
+    f.build("1.0.0", &core, &f.path("modules"), &f.path("b"));
+    f.install(&["--no-venv"]);
+    ok(f.update(&f.path("b")));
 
     // A variable the template needs and nobody gave is an error, nothing written.
     let missing = ctl(&["render", "--root", r]);

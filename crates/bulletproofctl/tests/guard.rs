@@ -7,48 +7,26 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ctl, ok, p, text, CTL};
+use common::{ctl, ok, p, snapshot_with, text, Root, CTL};
 
-struct Root {
-    dir: tempfile::TempDir,
-}
-
+// This file's fixture: the shared one, with methods of its own.
 impl Root {
     /// A root with 1.0.0 then 1.1.0 installed (so there is a previous version).
-    fn new() -> Self {
-        let root = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let d = root.dir.path();
-        ok(ctl(&[
-            "keygen",
-            "--secret-key",
-            p(&d.join("k.key")),
-            "--public-key",
-            p(&d.join("k.pub")),
-        ]));
-        ok(ctl(&[
-            "install",
-            "--root",
-            p(&root.root()),
-            "--public-key",
-            p(&d.join("k.pub")),
-            "--mounts",
-            "no",
-        ]));
+    fn with_two_releases() -> Root {
+        let root = Root::new();
+        root.install(&[]);
         for version in ["1.0.0", "1.1.0"] {
-            let bundle = root.bundle(version);
-            ok(ctl(&["update", p(&bundle), "--root", p(&root.root())]));
+            ok(root.update(&root.bundle(version)));
         }
         root
     }
 
     fn bundle(&self, version: &str) -> PathBuf {
-        let src = self.dir.path().join(format!("src-{version}"));
+        let src = self.path(&format!("src-{version}"));
         let core = src.join("core");
         let modules = src.join("modules");
         fs::create_dir_all(core.join("bin")).unwrap();
@@ -60,38 +38,9 @@ impl Root {
         fs::write(core.join("lib/config"), format!("v={version}\n")).unwrap();
         std::os::unix::fs::symlink("bin/app", core.join("run")).unwrap();
         fs::write(modules.join("osint/tool"), format!("tool {version}\n")).unwrap();
-        let out = self.dir.path().join(format!("bundle-{version}"));
-        ok(ctl(&[
-            "bundle",
-            "build",
-            "--version",
-            version,
-            "--core",
-            p(&core),
-            "--modules",
-            p(&modules),
-            "--secret-key",
-            p(&self.dir.path().join("k.key")),
-            "--out",
-            p(&out),
-        ]));
+        let out = self.path(&format!("bundle-{version}"));
+        self.build(version, &core, &modules, &out);
         out
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn r(&self) -> String {
-        p(&self.root()).to_owned()
-    }
-
-    fn core(&self, rel: &str) -> PathBuf {
-        self.root().join("core").join(rel)
-    }
-
-    fn guard_once(&self) -> Output {
-        ctl(&["guard", "--once", "--root", &self.r()])
     }
 
     fn quarantine_dirs(&self) -> Vec<PathBuf> {
@@ -106,42 +55,26 @@ impl Root {
     }
 }
 
+/// Every entry below `dir` with its mode, owner and content (the first bytes).
 fn snapshot(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
+    snapshot_with(dir, |path, meta| {
         let content = if meta.is_file() {
-            fs::read(&path).unwrap()
+            fs::read(path).unwrap()
         } else if meta.file_type().is_symlink() {
-            fs::read_link(&path)
+            fs::read_link(path)
                 .unwrap()
                 .into_os_string()
                 .into_encoded_bytes()
         } else {
             Vec::new()
         };
-        out.push(format!(
-            "{} {:o} {}:{} {:x?}",
-            path.strip_prefix(dir).unwrap().display(),
-            meta.mode(),
-            meta.uid(),
-            meta.gid(),
-            &content[..content.len().min(64)]
-        ));
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
-                stack.push(entry.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    out
+        format!(" {:x?}", &content[..content.len().min(64)])
+    })
 }
 
 #[test]
 fn every_kind_of_tampering_is_healed_with_evidence() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let pristine = snapshot(&root.root().join("install/releases/1.1.0"));
     let intact = root.guard_once();
     assert_eq!(intact.status.code(), Some(0), "{}", text(&intact));
@@ -226,7 +159,7 @@ fn every_kind_of_tampering_is_healed_with_evidence() {
 
 #[test]
 fn a_damaged_archive_falls_back_to_rollback() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     fs::write(root.core("bin/app"), "#!/bin/sh\necho pwned!!\n").unwrap();
     let archive = root.root().join("archives/1.1.0/core-1.1.0.tar.zst");
     fs::write(&archive, b"not an archive").unwrap();
@@ -244,7 +177,7 @@ fn a_damaged_archive_falls_back_to_rollback() {
 
 #[test]
 fn one_guard_per_root_and_no_heal_during_an_update() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let mut daemon = Command::new(CTL)
         .args(["guard", "--root", &root.r(), "--interval", "3600"])
         .stdin(Stdio::null())
@@ -303,7 +236,7 @@ fn unsafe_kill(child: &std::process::Child, signal: &str) {
 
 #[test]
 fn the_daemon_heals_on_filesystem_events() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let mut daemon = Command::new(CTL)
         .args(["guard", "--root", &root.r(), "--interval", "3600"])
         .stdin(Stdio::null())
@@ -397,7 +330,7 @@ exit 0
 /// the archived bundle; without a usable archive the guard rolls back.
 #[test]
 fn a_tampered_release_manifest_is_restored_from_the_archive() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let manifest = root.root().join("install/releases/1.1.0/manifest.json");
     let original = fs::read(&manifest).unwrap();
     let mut forged = original.clone();
@@ -423,7 +356,7 @@ fn a_tampered_release_manifest_is_restored_from_the_archive() {
 /// `status` says so loudly and exits 4, the guard re-activates the recorded version.
 #[test]
 fn a_downgrade_by_symlink_flip_is_drift_and_healed() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let active = root.root().join("install/active");
     let temp = root.root().join("install/.flip");
     std::os::unix::fs::symlink("releases/1.0.0", &temp).unwrap();
@@ -462,7 +395,7 @@ fn a_downgrade_by_symlink_flip_is_drift_and_healed() {
 /// archive of 1.1.0 (manifest first, then every entry).
 #[test]
 fn a_downgrade_by_copied_older_release_is_healed() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let releases = root.root().join("install/releases");
     let copied = Command::new("cp")
         .args(["-a", "--remove-destination", "-T"])
@@ -494,7 +427,7 @@ fn a_downgrade_by_copied_older_release_is_healed() {
 /// drift until the operator records the active version again (`install`).
 #[test]
 fn a_deleted_activation_record_is_drift() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     fs::remove_file(root.root().join("install/activated.json")).unwrap();
     let out = root.guard_once();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -510,7 +443,7 @@ fn a_deleted_activation_record_is_drift() {
 /// start would fail and roll back).
 #[test]
 fn restore_reads_the_entry_from_its_own_frame() {
-    let root = Root::new();
+    let root = Root::with_two_releases();
     let d = root.dir.path();
     let core = d.join("src-2.0.0/core");
     let modules = d.join("src-2.0.0/modules");
@@ -524,21 +457,8 @@ fn restore_reads_the_entry_from_its_own_frame() {
     fs::write(core.join("a-filler"), &filler).unwrap();
     fs::write(core.join("z-late"), "restored from its own frame\n").unwrap();
     let out = d.join("bundle-2.0.0");
-    ok(ctl(&[
-        "bundle",
-        "build",
-        "--version",
-        "2.0.0",
-        "--core",
-        p(&core),
-        "--modules",
-        p(&modules),
-        "--secret-key",
-        p(&d.join("k.key")),
-        "--out",
-        p(&out),
-    ]));
-    ok(ctl(&["update", p(&out), "--root", &root.r()]));
+    root.build("2.0.0", &core, &modules, &out);
+    ok(root.update(&out));
     let index: serde_json::Value = serde_json::from_slice(
         &fs::read(
             root.root()

@@ -18,20 +18,16 @@
 //! code. Every run of the real binary is bounded (killed and failed when it hangs).
 //! As root only (service user, chown, fifos); as another user these tests fail loudly.
 
-use rustix::fs::{renameat_with, RenameFlags, CWD};
+use rustix::fs::CWD;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ctl, ok, p, CTL};
+use common::racer::{exchange, run_bounded, Racer, NOBODY};
+use common::{ctl, ctl_command, ok, snapshot_with, text, Root};
 
-const NOBODY: u32 = 65534;
 /// No single command on these small roots may take longer (a hang is a failure).
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
 const VERSION: &str = "1.0.0";
@@ -50,77 +46,7 @@ fn chown_nobody(path: &Path) {
 }
 
 // ---------------------------------------------------------------------------------
-// Racers and bounded runs
-
-/// A thread running `step` in a loop until stopped or its deadline, with the service
-/// user's credentials when `as_nobody`. Dropping it stops and joins it.
-struct Racer {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<u64>>,
-}
-
-impl Racer {
-    fn spawn(
-        as_nobody: bool,
-        run_for: Duration,
-        mut step: impl FnMut() -> bool + Send + 'static,
-    ) -> Racer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            if as_nobody {
-                drop_to_nobody();
-            }
-            let deadline = Instant::now() + run_for;
-            let mut swaps = 0u64;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                if step() {
-                    swaps += 1;
-                }
-            }
-            swaps
-        });
-        Racer {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the racer; returns how many swaps it made.
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .unwrap()
-            .join()
-            .expect("the racer panicked")
-    }
-}
-
-impl Drop for Racer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// This thread only (raw syscalls, not glibc's process-wide setxid) becomes uid/gid
-/// 65534 with no supplementary groups, for good.
-fn drop_to_nobody() {
-    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid, Gid, Uid};
-    set_thread_groups(&[]).expect("setgroups");
-    let gid = Gid::from_raw(NOBODY);
-    set_thread_res_gid(gid, gid, gid).expect("setresgid");
-    let uid = Uid::from_raw(NOBODY);
-    set_thread_res_uid(uid, uid, uid).expect("setresuid");
-}
-
-/// One `renameat2(RENAME_EXCHANGE)`; true when it happened.
-fn exchange(a: &Path, b: &Path) -> bool {
-    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
-}
+// What racers plant
 
 /// Makes `link` a symlink to `target` (replacing a non-directory that is not one).
 fn ensure_symlink(link: &Path, target: &Path) {
@@ -148,69 +74,26 @@ fn ensure_fifo(path: &Path) {
     }
 }
 
-/// Runs `bulletproofctl args` (output in files of `dir`); killed, and the test failed,
-/// when not done within [`RUN_DEADLINE`]. Returns the exit code and stdout+stderr.
-fn ctl_bounded(args: &[&str], dir: &Path) -> (i32, String) {
-    let out = dir.join("run.stdout");
-    let err = dir.join("run.stderr");
-    let mut child = Command::new(CTL)
-        .args(args)
-        .env_remove("BULLETPROOF_ROOT")
-        .env_remove("BULLETPROOF_CRASH_AT")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn bulletproofctl");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let text = format!(
-                "{}{}",
-                fs::read_to_string(&out).unwrap_or_default(),
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-            return (status.code().unwrap_or(-1), text);
-        }
-        if started.elapsed() > RUN_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bulletproofctl {args:?} hung: still running after {RUN_DEADLINE:?} (killed); \
-                 output so far: {}{}",
-                fs::read_to_string(&out).unwrap_or_default(),
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // The host: an installed root with a service user, one signed release active, and a
 // root-owned directory outside it that nothing may touch.
 
-struct Host {
-    dir: tempfile::TempDir,
+struct Host(Root);
+
+impl std::ops::Deref for Host {
+    type Target = Root;
+    fn deref(&self) -> &Root {
+        &self.0
+    }
 }
 
 impl Host {
     fn new() -> Host {
         require_root();
-        let host = Host {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let d = host.dir.path();
+        let host = Host(Root::new());
         // Traversable by the service user (its racer reaches state/conf.d).
-        chmod(d, 0o755);
-        ok(ctl(&[
-            "keygen",
-            "--secret-key",
-            p(&d.join("k.key")),
-            "--public-key",
-            p(&d.join("k.pub")),
-        ]));
-        let src = d.join("src");
+        chmod(host.dir.path(), 0o755);
+        let src = host.path("src");
         let core = src.join("core");
         let modules = src.join("modules");
         for dir in ["bin", "lib/deep", "conf/sub"] {
@@ -228,34 +111,10 @@ impl Host {
         )
         .unwrap();
         fs::write(modules.join("osint/tool"), "tool\n").unwrap();
-        let bundle = d.join("bundle");
-        ok(ctl(&[
-            "bundle",
-            "build",
-            "--version",
-            VERSION,
-            "--core",
-            p(&core),
-            "--modules",
-            p(&modules),
-            "--secret-key",
-            p(&d.join("k.key")),
-            "--out",
-            p(&bundle),
-        ]));
-        ok(ctl(&[
-            "install",
-            "--root",
-            p(&host.root()),
-            "--public-key",
-            p(&d.join("k.pub")),
-            "--mounts",
-            "no",
-            "--no-venv",
-            "--service-user",
-            "nobody",
-        ]));
-        ok(ctl(&["update", p(&bundle), "--root", p(&host.root())]));
+        let bundle = host.path("bundle");
+        host.build(VERSION, &core, &modules, &bundle);
+        host.install(&["--no-venv", "--service-user", "nobody"]);
+        ok(host.update(&bundle));
         let conf = host.conf();
         assert_eq!(
             fs::metadata(&conf).unwrap().uid(),
@@ -289,39 +148,23 @@ impl Host {
         host
     }
 
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn r(&self) -> String {
-        p(&self.root()).to_owned()
-    }
-
     fn conf(&self) -> PathBuf {
         self.root().join("state/conf.d")
     }
 
-    fn core(&self, rel: &str) -> PathBuf {
-        self.root().join("core").join(rel)
-    }
-
     fn outside(&self) -> PathBuf {
-        self.dir.path().join("outside")
+        self.path("outside")
     }
 
     fn release(&self) -> PathBuf {
         self.root().join("install/releases").join(VERSION)
     }
 
-    /// A place for a bounded command's output files.
-    fn scratch(&self) -> PathBuf {
-        let scratch = self.dir.path().join("scratch");
-        fs::create_dir_all(&scratch).unwrap();
-        scratch
-    }
-
+    /// Runs `bulletproofctl args`; killed, and the test failed, when not done within
+    /// [`RUN_DEADLINE`]. Returns the exit code and stdout+stderr.
     fn run(&self, args: &[&str]) -> (i32, String) {
-        ctl_bounded(args, &self.scratch())
+        let output = run_bounded(ctl_command(args), RUN_DEADLINE);
+        (output.status.code().unwrap_or(-1), text(&output))
     }
 
     fn guard_once(&self) -> (i32, String) {
@@ -343,12 +186,9 @@ impl Host {
 
 /// Every entry below `dir`: path, type and mode, owner, content (or link target).
 fn snapshot(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
+    snapshot_with(dir, |path, meta| {
         let content = if meta.is_file() {
-            let bytes = fs::read(&path).unwrap();
+            let bytes = fs::read(path).unwrap();
             let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(48)]).into_owned();
             // Short, but any change of content shows (length and a hash of it all).
             let mut hash = std::collections::hash_map::DefaultHasher::new();
@@ -356,26 +196,12 @@ fn snapshot(dir: &Path) -> Vec<String> {
             let hash = std::hash::Hasher::finish(&hash);
             format!("{shown}... ({} bytes, {hash:016x})", bytes.len())
         } else if meta.file_type().is_symlink() {
-            format!("-> {}", fs::read_link(&path).unwrap().display())
+            format!("-> {}", fs::read_link(path).unwrap().display())
         } else {
             String::new()
         };
-        out.push(format!(
-            "{} {:o} {}:{} {:?}",
-            path.strip_prefix(dir).unwrap().display(),
-            meta.mode(),
-            meta.uid(),
-            meta.gid(),
-            content
-        ));
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
-                stack.push(entry.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    out
+        format!(" {content:?}")
+    })
 }
 
 // ---------------------------------------------------------------------------------

@@ -7,42 +7,13 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 mod common;
-use common::{ctl, ctl_env, ok, p, text, CTL};
+use common::{ctl, ctl_env, ok, p, snapshot_with, text, Root, CTL};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let fixture = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        ok(ctl(&[
-            "keygen",
-            "--secret-key",
-            p(&fixture.path("k.key")),
-            "--public-key",
-            p(&fixture.path("k.pub")),
-        ]));
-        fixture
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path("root")
-    }
-
-    fn r(&self) -> String {
-        p(&self.root()).to_owned()
-    }
-
+// This file's fixture: the shared one, with methods of its own.
+impl Root {
     /// A release tree and its bundle; `files` extra files (count) make it bigger.
     fn bundle(&self, version: &str, files: usize) -> PathBuf {
         let src = self.path(&format!("src-{version}"));
@@ -65,37 +36,8 @@ impl Fixture {
             .unwrap();
         }
         let out = self.path(&format!("bundle-{version}"));
-        ok(ctl(&[
-            "bundle",
-            "build",
-            "--version",
-            version,
-            "--core",
-            p(&core),
-            "--modules",
-            p(&modules),
-            "--secret-key",
-            p(&self.path("k.key")),
-            "--out",
-            p(&out),
-        ]));
+        self.build(version, &core, &modules, &out);
         out
-    }
-
-    fn install(&self) {
-        ok(ctl(&[
-            "install",
-            "--root",
-            &self.r(),
-            "--public-key",
-            p(&self.path("k.pub")),
-            "--mounts",
-            "no",
-        ]));
-    }
-
-    fn update(&self, bundle: &Path) -> Output {
-        ctl(&["update", p(bundle), "--root", &self.r()])
     }
 
     fn active(&self) -> String {
@@ -149,30 +91,12 @@ impl Fixture {
 
 /// Everything under `dir` with kind, mode and owner, for before/after comparisons.
 fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
-        out.push(format!(
-            "{} {:o} {}:{}",
-            path.strip_prefix(dir).unwrap().display(),
-            meta.mode(),
-            meta.uid(),
-            meta.gid()
-        ));
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
-                stack.push(entry.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    out
+    snapshot_with(dir, |_, _| String::new())
 }
 
 #[test]
 fn install_is_idempotent_sets_permissions_and_dry_run_changes_nothing() {
-    let f = Fixture::new();
+    let f = Root::new();
     let dry = ok(ctl(&[
         "install",
         "--root",
@@ -331,11 +255,11 @@ fn nix_uid(name: &str) -> u32 {
 
 #[test]
 fn update_rollback_recover_and_status() {
-    let f = Fixture::new();
+    let f = Root::new();
     let b1 = f.bundle("1.0.0", 0);
     let b2 = f.bundle("1.1.0", 0);
     let b3 = f.bundle("2.0.0", 0);
-    f.install();
+    f.install(&[]);
     assert_eq!(f.status()["active"], "none");
     ok(f.update(&b1));
     assert_eq!(f.core_version(), "1.0.0");
@@ -390,8 +314,8 @@ fn update_rollback_recover_and_status() {
 
 #[test]
 fn old_versions_leave_releases_but_recover_from_archives() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     f.set_config("keep_versions", "2");
     for version in ["1.0.0", "1.1.0", "1.2.0"] {
         ok(f.update(&f.bundle(version, 3)));
@@ -424,8 +348,8 @@ fn old_versions_leave_releases_but_recover_from_archives() {
 
 #[test]
 fn a_failing_service_restart_puts_the_previous_version_back() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     ok(f.update(&f.bundle("1.0.0", 0)));
     let marker = f.path("restarts");
     let script = f.path("restart.sh");
@@ -464,8 +388,8 @@ fn a_failing_service_restart_puts_the_previous_version_back() {
 
 #[test]
 fn a_tampered_kept_release_is_not_rolled_back_to() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     ok(f.update(&f.bundle("1.0.0", 0)));
     ok(f.update(&f.bundle("1.1.0", 0)));
     // rollback checks kind, mode, owner, size and target of every entry and that none
@@ -500,8 +424,8 @@ fn a_tampered_kept_release_is_not_rolled_back_to() {
 /// run puts the root in order and completes.
 #[test]
 fn a_crash_at_any_step_leaves_the_old_or_the_new_version() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     let b1 = f.bundle("1.0.0", 5);
     let b2 = f.bundle("1.1.0", 5);
     ok(f.update(&b1));
@@ -576,8 +500,8 @@ fn a_crash_at_any_step_leaves_the_old_or_the_new_version() {
 /// re-run completes.
 #[test]
 fn kill_9_at_random_instants_of_update() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     let b1 = f.bundle("1.0.0", 400);
     let b2 = f.bundle("1.1.0", 400);
     ok(f.update(&b1));
@@ -633,8 +557,8 @@ fn kill_9_at_random_instants_of_update() {
 
 #[test]
 fn snapshot_is_signed_by_the_host_key() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     ok(f.update(&f.bundle("1.0.0", 0)));
     let out = ok(ctl(&["snapshot", "--root", &f.r()]));
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -663,7 +587,7 @@ fn snapshot_is_signed_by_the_host_key() {
 /// written and valid, updates and rollbacks still work, and a second install is a no-op.
 #[test]
 fn mount_hardening_in_a_private_namespace() {
-    let f = Fixture::new();
+    let f = Root::new();
     let b1 = f.bundle("1.0.0", 0);
     let b2 = f.bundle("1.1.0", 0);
     let units = f.path("units");
@@ -735,8 +659,8 @@ exit 0
 /// a clear message and changes nothing.
 #[test]
 fn a_second_updater_on_one_root_is_turned_away() {
-    let f = Fixture::new();
-    f.install();
+    let f = Root::new();
+    f.install(&[]);
     ok(f.update(&f.bundle("1.0.0", 0)));
     let b2 = f.bundle("1.1.0", 0);
     f.set_config("lock_wait_secs", "1");

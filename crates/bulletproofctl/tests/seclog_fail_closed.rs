@@ -11,30 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{ctl, ctl_env, ok, p, text};
+use common::{ctl, ctl_env, ok, p, text, Root};
 
-/// An installed root with release 1.0.0 active (a template in core/conf), one flag
-/// set, and a signed bundle of 2.0.0 ready for `update`.
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let f = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let d = f.dir.path();
-        ok(ctl(&[
-            "keygen",
-            "--secret-key",
-            p(&d.join("k.key")),
-            "--public-key",
-            p(&d.join("k.pub")),
-        ]));
-        fs::create_dir_all(d.join("modules")).unwrap();
+// This file's fixture: the shared one, with methods of its own.
+impl Root {
+    /// An installed root with release 1.0.0 active (a template in core/conf), one flag
+    /// set, and a signed bundle of 2.0.0 ready for `update`.
+    fn with_beta_flag() -> Root {
+        let f = Root::new();
+        let modules = f.path("modules");
+        fs::create_dir_all(&modules).unwrap();
         for version in ["1.0.0", "2.0.0"] {
-            let core = d.join(format!("core-{version}"));
+            let core = f.path(&format!("core-{version}"));
             fs::create_dir_all(core.join("conf")).unwrap();
             fs::write(
                 core.join("conf/app.conf.j2"),
@@ -42,42 +30,12 @@ impl Fixture {
             )
             .unwrap();
             fs::write(core.join("app.py"), format!("VERSION = '{version}'\n")).unwrap();
-            ok(ctl(&[
-                "bundle",
-                "build",
-                "--version",
-                version,
-                "--core",
-                p(&core),
-                "--modules",
-                p(&d.join("modules")),
-                "--secret-key",
-                p(&d.join("k.key")),
-                "--out",
-                p(&d.join(format!("b-{version}"))),
-            ]));
+            f.build(version, &core, &modules, &f.path(&format!("b-{version}")));
         }
-        ok(ctl(&[
-            "install",
-            "--root",
-            &f.r(),
-            "--public-key",
-            p(&d.join("k.pub")),
-            "--mounts",
-            "no",
-            "--no-venv",
-        ]));
-        ok(ctl(&["update", p(&d.join("b-1.0.0")), "--root", &f.r()]));
+        f.install(&["--no-venv"]);
+        ok(f.update(&f.path("b-1.0.0")));
         ok(ctl(&["flags", "set", "beta", "true", "--root", &f.r()]));
         f
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn r(&self) -> String {
-        p(&self.root()).to_owned()
     }
 
     fn at(&self, relative: &str) -> PathBuf {
@@ -160,7 +118,7 @@ fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 
 #[test]
 fn deleted_key_state_refuses_flags_render_and_update() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     f.delete_key_state();
     f.flags_set_refused("key state deleted");
     let out = f.run(&["flags", "unset", "beta"]);
@@ -192,7 +150,7 @@ fn deleted_key_state_refuses_flags_render_and_update() {
 
 #[test]
 fn damaged_key_state_refuses() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let state = f.at("install/logkeys/bulletproofctl.state");
     let good = fs::read(&state).unwrap();
 
@@ -231,14 +189,14 @@ fn damaged_key_state_refuses() {
     );
 
     // The host key that signs checkpoints, deleted.
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     fs::remove_file(f.at("install/host.key")).unwrap();
     f.flags_set_refused("host key deleted");
 }
 
 #[test]
 fn untrusted_key_state_is_not_loaded() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let state = f.at("install/logkeys/bulletproofctl.state");
     let dir = f.at("install/logkeys");
 
@@ -272,7 +230,7 @@ fn untrusted_key_state_is_not_loaded() {
 
 #[test]
 fn guard_reports_missing_key_state_as_drift() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let out = f.run(&["guard", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
@@ -288,7 +246,7 @@ fn guard_reports_missing_key_state_as_drift() {
     assert!(stdout.contains("log reinit --root"), "{}", text(&out));
 
     // Damaged rather than missing: the same.
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     fs::write(f.at("install/logkeys/guard.state"), b"garbage").unwrap();
     let out = f.run(&["guard", "--once"]);
     assert_eq!(out.status.code(), Some(1), "drift: {}", text(&out));
@@ -301,7 +259,7 @@ fn guard_reports_missing_key_state_as_drift() {
 
 #[test]
 fn explicit_reinit_starts_a_new_verifiable_epoch() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let old_master = f.dir.path().join("old-initial.key");
     fs::copy(f.at("install/logkeys/initial.key"), &old_master).unwrap();
     let old_log = fs::read(f.at("logs/security/bulletproofctl.jsonl")).unwrap();
@@ -373,7 +331,7 @@ fn explicit_reinit_starts_a_new_verifiable_epoch() {
 
 #[test]
 fn reinit_requires_root_owned_state() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     f.delete_key_state();
     let install = f.at("install");
     fs::set_permissions(&install, fs::Permissions::from_mode(0o777)).unwrap();
@@ -401,7 +359,7 @@ fn reinit_requires_root_owned_state() {
 
 #[test]
 fn verify_fails_when_the_checkpoint_cannot_be_checked() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let log = f.at("logs/security/bulletproofctl.jsonl");
     ok(f.run(&["log", "verify", p(&log)]));
     fs::remove_file(f.at("install/host.pub")).unwrap();
@@ -426,7 +384,7 @@ fn verify_fails_when_the_checkpoint_cannot_be_checked() {
 /// verifies.
 #[test]
 fn a_crash_between_record_and_key_state_is_carried_on() {
-    let f = Fixture::new();
+    let f = Root::with_beta_flag();
     let state = f.at("install/logkeys/bulletproofctl.state");
     let log = f.at("logs/security/bulletproofctl.jsonl");
     let before = fs::read(&state).unwrap();

@@ -20,13 +20,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{p, text, CTL};
+use common::racer::{run_bounded, NOBODY};
+use common::{ok, p, text, CTL};
 
-const NOBODY: u32 = 65534;
 /// No single command on these small roots may take longer.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Fixed build time: the same inputs give the same bundle bytes.
@@ -38,30 +38,15 @@ fn require_root() {
 }
 
 /// Runs `program args` with no stdin and without the caller's bulletproof variables;
-/// killed (by its pid), and the test failed, when not done within [`DEADLINE`].
+/// killed, and the test failed, when not done within [`DEADLINE`].
 fn bounded(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(program);
     command
         .args(args)
         .env_remove("BULLETPROOF_ROOT")
         .env_remove("BULLETPROOF_CRASH_AT")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("spawn");
-    let pid = child.id().to_string();
-    let (done, wait) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match wait.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            panic!("{program} {args:?} hung: still running after {DEADLINE:?} (killed)");
-        }
-    }
+        .envs(env.iter().copied());
+    run_bounded(command, DEADLINE)
 }
 
 fn ctl(args: &[&str]) -> Output {
@@ -73,11 +58,6 @@ fn ctl_umask000(args: &[&str]) -> Output {
     let mut all = vec!["-c", "umask 000 && exec \"$0\" \"$@\"", CTL];
     all.extend_from_slice(args);
     bounded("sh", &all, &[EPOCH])
-}
-
-fn ok(output: Output) -> Output {
-    assert!(output.status.success(), "failed: {}", text(&output));
-    output
 }
 
 /// A key pair and source trees in a directory others can traverse (setpriv'd racers).

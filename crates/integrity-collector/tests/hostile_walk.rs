@@ -13,18 +13,18 @@
 //! tests fail loudly instead of skipping.
 
 use integrity_common::{Baseline, EntryKind};
-use rustix::fs::{renameat_with, RenameFlags, CWD};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Racers and bounded runs, shared with `bulletproofctl`'s hostile-host tests.
+#[path = "../../../tests-support/racer.rs"]
+mod racer;
+use racer::{exchange, run_bounded, Racer, NOBODY};
+
 const BIN: &str = env!("CARGO_BIN_EXE_integrity-collector");
-const NOBODY: u32 = 65534;
 /// No single scan of these small trees may take longer than this (a hang is a failure).
 const SCAN_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -57,101 +57,15 @@ fn workdir() -> tempfile::TempDir {
     dir
 }
 
-/// A thread with the unprivileged user's credentials running `step` in a loop until
-/// stopped or until its deadline. Dropping it stops and joins it (no racer outlives
-/// its test, even a failing one).
-struct Racer {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<u64>>,
-}
-
-impl Racer {
-    fn spawn(run_for: Duration, mut step: impl FnMut() -> bool + Send + 'static) -> Racer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            drop_to_nobody();
-            let deadline = Instant::now() + run_for;
-            let mut swaps = 0u64;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                if step() {
-                    swaps += 1;
-                }
-            }
-            swaps
-        });
-        Racer {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the racer; returns how many swaps it made.
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .unwrap()
-            .join()
-            .expect("the racer panicked")
-    }
-}
-
-impl Drop for Racer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// This thread only (raw syscalls, not glibc's process-wide setxid) becomes uid/gid
-/// 65534 with no supplementary groups, for good.
-fn drop_to_nobody() {
-    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid, Gid, Uid};
-    set_thread_groups(&[]).expect("setgroups");
-    let gid = Gid::from_raw(NOBODY);
-    set_thread_res_gid(gid, gid, gid).expect("setresgid");
-    let uid = Uid::from_raw(NOBODY);
-    set_thread_res_uid(uid, uid, uid).expect("setresuid");
-}
-
-/// One `renameat2(RENAME_EXCHANGE)` of two paths; true when it happened.
-fn exchange(a: &Path, b: &Path) -> bool {
-    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
-}
-
-/// Runs `command` with its output in files of `dir`, killed (and the test failed) when
-/// it is not done within `limit`.
-fn run_bounded(mut command: Command, dir: &Path, limit: Duration) -> (i32, String) {
-    let out = dir.join("run.stdout");
-    let err = dir.join("run.stderr");
-    command
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap());
-    let mut child: Child = command.spawn().expect("spawn integrity-collector");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let text = format!(
-                "{}{}",
-                fs::read_to_string(&out).unwrap_or_default(),
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-            return (status.code().unwrap_or(-1), text);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{command:?} hung: still running after {limit:?} (killed); stderr so far: {}",
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Runs `command` (bounded by `limit`); its exit code and stdout+stderr.
+fn run_and_say(command: Command, limit: Duration) -> (i32, String) {
+    let output = run_bounded(command, limit);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
 }
 
 fn collector(root: &Path, output: &Path) -> Command {
@@ -169,7 +83,7 @@ fn collector(root: &Path, output: &Path) -> Command {
 fn scan(root: &Path, work: &Path) -> (i32, String, Baseline) {
     let output = work.join("manifest.json");
     let _ = fs::remove_file(&output);
-    let (code, text) = run_bounded(collector(root, &output), work, SCAN_DEADLINE);
+    let (code, text) = run_and_say(collector(root, &output), SCAN_DEADLINE);
     assert!(
         code == 0 || code == 1,
         "the scan failed (exit {code}): {text}"
@@ -228,7 +142,7 @@ fn a_directory_swapped_for_a_symlink_mid_scan_never_leads_outside() {
 
     let racer = {
         let (a, b) = (a.clone(), b.clone());
-        Racer::spawn(Duration::from_secs(15), move || exchange(&a, &b))
+        Racer::spawn(true, Duration::from_secs(15), move || exchange(&a, &b))
     };
     let started = Instant::now();
     let mut scans = 0;
@@ -334,7 +248,7 @@ fn devices_fifos_sockets_are_recorded_never_opened_and_unreadable_paths_are_erro
         .args(["--image-id", "x", "--no-policy", "--quiet", "--output"])
         .arg(&output)
         .env_remove("IMAGE_ID");
-    let (code, text) = run_bounded(command, work.path(), SCAN_DEADLINE);
+    let (code, text) = run_and_say(command, SCAN_DEADLINE);
     assert_eq!(code, 1, "errors make exit code 1: {text}");
     let baseline = Baseline::from_json_slice(&fs::read(&output).unwrap()).unwrap();
     assert_specials_recorded(&baseline);
@@ -402,7 +316,7 @@ fn a_fifo_or_device_swapped_in_for_a_file_mid_scan_is_an_error_not_a_hang() {
     let racer = {
         let tree = tree.clone();
         let mut i = 0usize;
-        Racer::spawn(Duration::from_secs(15), move || {
+        Racer::spawn(true, Duration::from_secs(15), move || {
             let (a, b) = pairs[i % pairs.len()];
             i += 1;
             exchange(&tree.join(a), &tree.join(b))

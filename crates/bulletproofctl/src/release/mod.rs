@@ -121,15 +121,23 @@ fn ensure_installed(layout: &Layout) -> anyhow::Result<String> {
     })
 }
 
-/// `update BUNDLE_DIR`.
-pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<Report, Failure> {
-    let from = ensure_installed(layout)?;
+/// What `update`, `rollback` and `recover` do first: the root must be installed (its
+/// active version, returned) with its security log ready; then the config, the root's
+/// lock (held until the returned guard drops) and an interrupted operation put right.
+fn begin(layout: &Layout) -> Result<(String, Config, nix::fcntl::Flock<fs::File>), Failure> {
+    let active = ensure_installed(layout)?;
     crate::seclog::ensure_ready(layout)?;
     let config = Config::load(layout)?;
-    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
+    let held = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
     for line in recover_interrupted(layout, &config)? {
         eprintln!("bulletproofctl: {line}");
     }
+    Ok((active, config, held))
+}
+
+/// `update BUNDLE_DIR`.
+pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<Report, Failure> {
+    let (from, config, _lock) = begin(layout)?;
     let from = layout.active_version()?.unwrap_or(from);
     let key = release_key(layout, key)?;
     let mut bundle = match verify_bundle(bundle_dir, &key) {
@@ -178,13 +186,7 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
         }
     };
     let release = layout.release(&version);
-    Txn {
-        op: "update".into(),
-        from: from.clone(),
-        to: version.clone(),
-        created_release: true,
-    }
-    .save(layout)?;
+    let txn = begin_creating(layout, "update", &from, &version)?;
     if release.exists() {
         // A kept copy of this version (recovered away from earlier): replaced by the
         // freshly verified one.
@@ -195,18 +197,7 @@ pub fn update(layout: &Layout, bundle_dir: &Path, key: Option<&Path>) -> Result<
     nix::unistd::syncfs(fs::File::open(&release).map_err(|e| Failure::Error(e.into()))?)
         .context("syncfs")?;
     fsync_dir(&layout.releases())?;
-    switch_to(
-        layout,
-        &config,
-        Txn {
-            op: "update".into(),
-            from: from.clone(),
-            to: version.clone(),
-            created_release: true,
-        },
-        &manifest,
-        true,
-    )?;
+    switch_to(layout, &config, txn, &manifest, true)?;
     let mut state_new = State::load(layout)?;
     if state_new
         .highest_version()
@@ -339,13 +330,7 @@ fn copy_hashed(source: &fs::File, out: &mut fs::File) -> std::io::Result<Sha256D
 
 /// `rollback`: back to the version active before the current one.
 pub fn rollback(layout: &Layout, key: Option<&Path>) -> Result<Report, Failure> {
-    ensure_installed(layout)?;
-    crate::seclog::ensure_ready(layout)?;
-    let config = Config::load(layout)?;
-    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
-    for line in recover_interrupted(layout, &config)? {
-        eprintln!("bulletproofctl: {line}");
-    }
+    let (_, config, _lock) = begin(layout)?;
     rollback_held(layout, &config, key)
 }
 
@@ -366,13 +351,7 @@ pub fn rollback_held(
 
 /// `recover --to VER`: any kept version, or one from `archives/`.
 pub fn recover(layout: &Layout, version: &str, key: Option<&Path>) -> Result<Report, Failure> {
-    ensure_installed(layout)?;
-    crate::seclog::ensure_ready(layout)?;
-    let config = Config::load(layout)?;
-    let _lock = lock(layout, Duration::from_secs(config.lock_wait_secs))?;
-    for line in recover_interrupted(layout, &config)? {
-        eprintln!("bulletproofctl: {line}");
-    }
+    let (_, config, _lock) = begin(layout)?;
     let parsed = checksums::parse_version(version).map_err(refused)?;
     let version = parsed.to_string();
     if layout.release(&version).is_dir() {
@@ -408,29 +387,26 @@ pub fn recover(layout: &Layout, version: &str, key: Option<&Path>) -> Result<Rep
             return Err(failure);
         }
     };
-    Txn {
-        op: "recover".into(),
-        from: from.clone(),
-        to: version.clone(),
-        created_release: true,
-    }
-    .save(layout)?;
+    let txn = begin_creating(layout, "recover", &from, &version)?;
     let release = layout.release(&version);
     fs::rename(&staged, &release).context("cannot move the staged release into place")?;
     nix::unistd::syncfs(fs::File::open(&release).map_err(|e| Failure::Error(e.into()))?)
         .context("syncfs")?;
     fsync_dir(&layout.releases())?;
-    switch_to(
-        layout,
-        &config,
-        Txn {
-            op: "recover".into(),
-            from: from.clone(),
-            to: version.clone(),
-            created_release: true,
-        },
-        &manifest,
-        true,
-    )?;
+    switch_to(layout, &config, txn, &manifest, true)?;
     finish_switch(layout, &config, "recover", &from, &version)
+}
+
+/// Opens the transaction of an `op` (update, recover) that creates `version`'s release:
+/// saved to `install/txn.json` before anything changes, and handed to [`switch_to`],
+/// which ends it.
+fn begin_creating(layout: &Layout, op: &str, from: &str, version: &str) -> anyhow::Result<Txn> {
+    let txn = Txn {
+        op: op.into(),
+        from: from.into(),
+        to: version.into(),
+        created_release: true,
+    };
+    txn.save(layout)?;
+    Ok(txn)
 }
