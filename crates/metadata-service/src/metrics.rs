@@ -1,5 +1,10 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): requests by route, method and
 //! status, a latency histogram, stored baselines, store size and open connections.
+//!
+//! Every label comes from a closed set, so no client can grow `/metrics` (or the
+//! service's memory) by sending made-up values: the route is the matched route
+//! template or `unmatched`, the method one of the nine standard methods or `other`,
+//! the status a code this service itself answers with.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +29,17 @@ struct RouteLabels {
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~26 s
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// The method as a label: a standard method, or `other` for anything a client made up.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 /// The service's metrics and their registry.
@@ -84,6 +100,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),

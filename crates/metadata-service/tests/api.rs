@@ -607,3 +607,34 @@ fn with_collector_keys_only_baselines_signed_by_one_are_stored() {
         200
     );
 }
+
+/// Hostile methods, paths and headers cannot grow `/metrics`: labels come from closed
+/// sets (a made-up method is `other`, an unknown path `unmatched`).
+#[test]
+fn hostile_methods_paths_and_headers_do_not_grow_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let request = |method: &str, path: &str| {
+        let text = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nX-Made-Up-{method}: {path}\r\nConnection: close\r\n\r\n"
+        );
+        raw(server.addr, text.as_bytes())
+    };
+    request("GET", "/healthz");
+    let before = get(&server, "/metrics", &[]).text().len();
+    for i in 0..300 {
+        let method = format!("M{i:04}{}", "X".repeat(1000));
+        request(&method, &format!("/made/up/{i}"));
+        request("GET", &format!("/nothing-{i}"));
+    }
+    let text = get(&server, "/metrics", &[]).text();
+    assert!(!text.contains("M0001X"), "a made-up method became a label");
+    assert!(!text.contains("/made/up/") && !text.contains("/nothing-"));
+    assert!(text.contains(r#"method="other""#), "{text}");
+    // A handful of new series (other/unmatched and their statuses), not 600.
+    assert!(
+        text.len() < before + 8 * 1024,
+        "/metrics grew from {before} to {} bytes",
+        text.len()
+    );
+}
