@@ -1,6 +1,7 @@
 //! Rendering a check's findings: text for people (grouped by kind, old → new, a summary
 //! line, colour only on a terminal) and JSON lines for machines (DESIGN §5).
 
+use integrity_common::policy::Widening;
 use integrity_common::{
     pathenc, Anomaly, AnomalyKind, DriftSummary, FileIntegrityEntry, ScanErrorRecord,
 };
@@ -32,16 +33,24 @@ pub struct Findings<'a> {
 
 /// The JSON report: one anomaly per line, then one line per scan error, then the
 /// summary (with the baseline's source beside it).
+///
+/// An anomaly line is DESIGN §5's, in its order; a change that widens who may do what
+/// with the path adds `"widening":["g+w","o+w","setuid","setgid","owner","group"]`
+/// (those that apply; see [`Widening`]), and `--verbose` adds `"rule"` (null: no rule).
+/// Lines of other findings are unchanged.
 pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()> {
     for (index, anomaly) in findings.anomalies.iter().enumerate() {
-        if findings.verbose {
-            // DESIGN §5's line, in its order, plus the rule in force (null: no rule).
-            let rule = findings.rules.get(index).cloned().flatten();
-            write_with(out, serde_json::to_vec(anomaly)?, "rule", rule.into())?;
-        } else {
-            serde_json::to_writer(&mut *out, anomaly)?;
+        let mut line = serde_json::to_vec(anomaly)?;
+        let widening = Widening::of(anomaly);
+        if !widening.is_empty() {
+            line = with_field(line, "widening", serde_json::to_value(widening)?)?;
         }
-        out.write_all(b"\n")?;
+        if findings.verbose {
+            let rule = findings.rules.get(index).cloned().flatten();
+            line = with_field(line, "rule", rule.into())?;
+        }
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
     if findings.verbose {
         for allowed in &findings.allowed {
@@ -72,7 +81,11 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     out.write_all(b"{\"summary\":")?;
     if findings.verbose {
         let summary = serde_json::to_vec(&findings.summary)?;
-        write_with(out, summary, "allowed", findings.allowed.len().into())?;
+        out.write_all(&with_field(
+            summary,
+            "allowed",
+            findings.allowed.len().into(),
+        )?)?;
     } else {
         serde_json::to_writer(&mut *out, &findings.summary)?;
     }
@@ -81,13 +94,9 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     out.write_all(b"}\n")
 }
 
-/// Writes the JSON object `value` with one more field at its end.
-fn write_with(
-    out: &mut dyn Write,
-    mut bytes: Vec<u8>,
-    key: &str,
-    extra: serde_json::Value,
-) -> io::Result<()> {
+/// The JSON object `bytes` with one more field at its end (the fields before keep
+/// their order and bytes).
+fn with_field(mut bytes: Vec<u8>, key: &str, extra: serde_json::Value) -> io::Result<Vec<u8>> {
     if bytes.pop() != Some(b'}') {
         return Err(io::Error::other("not a JSON object"));
     }
@@ -96,7 +105,7 @@ fn write_with(
     bytes.push(b':');
     serde_json::to_writer(&mut bytes, &extra)?;
     bytes.push(b'}');
-    out.write_all(&bytes)
+    Ok(bytes)
 }
 
 /// The order and headings of the text report.
@@ -172,11 +181,12 @@ fn describe(entry: &FileIntegrityEntry) -> String {
 
 /// The text report.
 pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) -> io::Result<()> {
-    let (reset, bold) = if colour {
-        ("\x1b[0m", "\x1b[1m")
+    let (reset, bold, warn) = if colour {
+        ("\x1b[0m", "\x1b[1m", "\x1b[1;31m")
     } else {
-        ("", "")
+        ("", "", "")
     };
+    let mut widened = 0usize;
     let source = match findings.note {
         Some(note) => format!("{} ({note})", findings.source),
         None => findings.source.to_owned(),
@@ -212,7 +222,14 @@ pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) ->
             } else {
                 String::new()
             };
-            writeln!(out, "  {}  {detail}{rule}", quoted(anomaly.path))?;
+            let widening = Widening::of(anomaly);
+            let widening = if widening.is_empty() {
+                String::new()
+            } else {
+                widened += 1;
+                format!("  {warn}WIDENING: {widening}{reset}")
+            };
+            writeln!(out, "  {}  {detail}{widening}{rule}", quoted(anomaly.path))?;
         }
     }
     if findings.verbose && !findings.allowed.is_empty() {
@@ -243,6 +260,14 @@ pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) ->
         for error in findings.errors {
             writeln!(out, "  {}  {}", quoted(&error.path), error.error)?;
         }
+    }
+    // Above the summary line, which keeps its place.
+    if widened > 0 {
+        writeln!(
+            out,
+            "{warn}{widened} change(s) widen access (group/other write, set-uid/set-gid, \
+             owner or group): reported whatever the policy allows{reset}"
+        )?;
     }
     let s = &findings.summary;
     writeln!(

@@ -404,3 +404,109 @@ fn a_local_exclusion_is_announced_and_not_read_as_deletions() {
         stderr(&out)
     );
 }
+
+#[test]
+fn widening_is_reported_where_the_rule_lets_changes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path());
+    fs::set_permissions(root.join("home/u"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        root.join("home/u/.bashrc"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let baseline = dir.path().join("b.json");
+    collect(&root, &Policy::from_toml_str(POLICY).unwrap(), &baseline);
+
+    // "homes" checks only the owner and lets additions through; widening is reported.
+    fs::set_permissions(
+        root.join("home/u/.bashrc"),
+        fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    fs::write(root.join("home/u/sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("home/u/sh"), fs::Permissions::from_mode(0o4755)).unwrap();
+    // Narrowing and a plain new file are still let through.
+    fs::set_permissions(root.join("home/u"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(root.join("home/u/notes"), "n\n").unwrap();
+    fs::set_permissions(root.join("home/u/notes"), fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = agent(&root, &baseline, &[]);
+    let code = out.status.code().unwrap();
+    assert!(
+        code == 1 | 4 || code == 1 | 8,
+        "added and changed: {code} {}",
+        stderr(&out)
+    );
+    let lines = json_lines(&out);
+    let reported: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("anomaly").is_some())
+        .collect();
+    assert_eq!(reported.len(), 2, "{lines:#?}");
+    let bashrc = reported
+        .iter()
+        .find(|l| l["path"] == "/home/u/.bashrc")
+        .unwrap();
+    assert_eq!(bashrc["anomaly"], "metadata_changed");
+    assert_eq!(bashrc["changed"], serde_json::json!(["mode"]));
+    assert_eq!(bashrc["widening"], serde_json::json!(["g+w", "o+w"]));
+    // DESIGN §5's fields in their order, then the additive one.
+    let raw = raw_line(&out, "/home/u/.bashrc");
+    assert_eq!(
+        top_level_keys(&raw),
+        ["anomaly", "path", "changed", "baseline", "current", "widening"],
+        "{raw}"
+    );
+    let sh = reported.iter().find(|l| l["path"] == "/home/u/sh").unwrap();
+    assert_eq!(sh["anomaly"], "added");
+    assert_eq!(sh["widening"], serde_json::json!(["setuid"]));
+
+    let verbose = agent(&root, &baseline, &["--verbose"]);
+    let allowed = found(&verbose, "allowed");
+    assert!(
+        allowed.contains(&own(
+            "metadata_changed",
+            "/home/u",
+            "baseline rule 4 \"homes\""
+        )),
+        "{allowed:?}"
+    );
+    assert!(allowed.contains(&own("added", "/home/u/notes", "baseline rule 4 \"homes\"")));
+    let raw = raw_line(&verbose, "/home/u/sh");
+    assert_eq!(
+        top_level_keys(&raw),
+        ["anomaly", "path", "changed", "baseline", "current", "widening", "rule"],
+        "{raw}"
+    );
+}
+
+/// The report line (as written) of the anomaly at `path`.
+fn raw_line(output: &Output, path: &str) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|value| value.get("anomaly").is_some() && value["path"] == path)
+        })
+        .unwrap_or_else(|| panic!("no line for {path}"))
+        .to_owned()
+}
+
+/// The keys of a report line's top level, in the order written (serde_json's `Value`
+/// sorts them): each key where it first appears (the entries inside `baseline` and
+/// `current` hold none of the line's own keys, and come after `path`).
+fn top_level_keys(line: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut keys: Vec<(usize, String)> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|key| {
+            let quoted = format!("{}:", serde_json::to_string(key).unwrap());
+            (line.find(&quoted).unwrap(), key.clone())
+        })
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, key)| key).collect()
+}

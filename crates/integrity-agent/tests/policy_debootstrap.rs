@@ -572,3 +572,236 @@ fn explain_names_the_rule_of_a_path() {
     let id = explain("/usr/bin/id");
     assert!(id.contains("rule: none matches: every check"), "{id}");
 }
+
+/// The exit status as DESIGN §5 reads it: 1 added, 2 deleted, 4 changed (content, type
+/// or metadata). An agent built before DESIGN dropped its separate metadata bit sets 8
+/// for a metadata change; that is read as 4 here, so these tests pin what is reported,
+/// not how the bitmask spelled it.
+fn drift_bits(output: &Output) -> i32 {
+    let code = output.status.code().expect("the agent exited");
+    assert!(
+        (0..14).contains(&code),
+        "an error, not drift: {}",
+        text(output)
+    );
+    if code & 8 != 0 {
+        (code & !8) | 4
+    } else {
+        code
+    }
+}
+
+/// The `widening` list of the reported line for `path` (empty when it has none).
+fn widening(output: &Output, path: &str) -> Vec<String> {
+    let line = lines(output)
+        .into_iter()
+        .find(|line| line.get("anomaly").is_some() && line["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not reported: {}", text(output)));
+    line.get("widening")
+        .and_then(|list| list.as_array())
+        .map(|list| {
+            list.iter()
+                .map(|name| name.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn make(path: &Path, dir: bool, mode: u32, owner: u32) {
+    if dir {
+        fs::create_dir_all(path).unwrap();
+    } else {
+        fs::write(path, "#!/bin/sh\nexec id\n").unwrap();
+    }
+    // chown first: it clears the set-id bits.
+    std::os::unix::fs::chown(path, Some(owner), Some(owner)).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Two users' home directories in the golden image, a few files in them, and a cache
+/// (which the built-in policy ignores).
+fn homes(root: &Path) {
+    make(&root.join("home/u"), true, 0o755, 1000);
+    make(&root.join("home/u/bin"), true, 0o755, 1000);
+    make(&root.join("home/u/bin/tool"), false, 0o755, 1000);
+    make(&root.join("home/u/bin/helper"), false, 0o755, 1000);
+    make(&root.join("home/u/.cache"), true, 0o755, 1000);
+    make(&root.join("home/u/.cache/thumb"), false, 0o644, 1000);
+    make(&root.join("home/v"), true, 0o755, 1001);
+}
+
+#[test]
+fn widening_is_reported_under_the_built_in_policy_unless_the_path_is_ignored() {
+    require_root();
+    let dir = scratch();
+    let root = golden_image(dir.path());
+    homes(&root);
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, &baseline);
+    first_boot(&root);
+    let booted = agent(&root, &baseline, &[]);
+    assert_eq!(reported(&booted), vec![], "{}", text(&booted));
+
+    // Narrowing under the same rule, and anything at all in ignored paths: quiet.
+    fs::set_permissions(root.join("home/v"), fs::Permissions::from_mode(0o700)).unwrap();
+    make(&root.join("home/u/.cache/evil"), false, 0o4777, 0);
+    fs::set_permissions(
+        root.join("home/u/.cache/thumb"),
+        fs::Permissions::from_mode(0o6777),
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("var/cache/debconf/config.dat"),
+        fs::Permissions::from_mode(0o4777),
+    )
+    .unwrap();
+    let quiet = agent(&root, &baseline, &[]);
+    assert_eq!(reported(&quiet), vec![], "{}", text(&quiet));
+    assert_eq!(drift_bits(&quiet), 0);
+    let allowed = findings(&quiet, "allowed");
+    assert!(
+        allowed
+            .iter()
+            .any(|(kind, path, changed, rule)| kind == "metadata_changed"
+                && path == "/home/v"
+                && changed == &["mode"]
+                && rule.contains("\"home directories\"")),
+        "chmod 700 of a home directory is let through: {allowed:#?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&quiet.stdout).contains("cache/"),
+        "an ignored path was scanned: {}",
+        text(&quiet)
+    );
+
+    // Widening under "home directories" (which checks only the owner, and lets
+    // additions through): each is reported and marked.
+    fs::set_permissions(root.join("home/u"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(
+        root.join("home/u/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(root.join("home/u/bin/helper"), Some(0), Some(0)).unwrap();
+    make(&root.join("home/u/bin/rootsh"), false, 0o4755, 0);
+    // And drift that widens nothing, for comparison.
+    flip_byte(&root.join("usr/bin/id"), 20_000);
+    let widened = agent(&root, &baseline, &[]);
+    assert_eq!(
+        reported(&widened),
+        pairs(&[
+            ("added", "/home/u/bin/rootsh"),
+            ("metadata_changed", "/home/u"),
+            ("metadata_changed", "/home/u/bin/helper"),
+            ("metadata_changed", "/home/u/bin/tool"),
+            ("modified", "/usr/bin/id"),
+        ]),
+        "{}",
+        text(&widened)
+    );
+    assert_eq!(drift_bits(&widened), 1 | 4, "{}", text(&widened));
+    for (path, changed, marked) in [
+        ("/home/u", &["mode"][..], &["g+w", "o+w"][..]),
+        ("/home/u/bin/tool", &["mode"], &["setuid"]),
+        ("/home/u/bin/helper", &["uid", "gid"], &["owner", "group"]),
+        ("/home/u/bin/rootsh", &[], &["setuid"]),
+    ] {
+        let found = findings(&widened, "anomaly");
+        let (_, _, got, rule) = found.iter().find(|f| f.1 == path).unwrap();
+        assert_eq!(got, changed, "{path}");
+        assert!(rule.contains("\"home directories\""), "{path}: {rule}");
+        assert_eq!(widening(&widened, path), marked, "{path}");
+    }
+    // The narrowing and the ignored paths stay as they were.
+    assert!(findings(&widened, "allowed")
+        .iter()
+        .any(|(_, path, _, _)| path == "/home/v"));
+    assert!(!String::from_utf8_lossy(&widened.stdout).contains("cache/"));
+    // Lines without widening carry no such field: DESIGN §5's line, unchanged.
+    assert_eq!(widening(&widened, "/usr/bin/id"), Vec::<String>::new());
+    plain_lines_are_designs(&widened);
+
+    // The text report says it too.
+    let text_report = Command::new(AGENT)
+        .args(["--root", root.to_str().unwrap()])
+        .args(["--baseline", baseline.to_str().unwrap()])
+        .env_remove("IMAGE_ID")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&text_report.stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.contains("\"/home/u/bin/tool\"") && line.contains("WIDENING: setuid")),
+        "{shown}"
+    );
+    assert!(shown.contains("4 change(s) widen"), "{shown}");
+}
+
+/// Every reported line without widening has DESIGN §5's five fields and no more (plus
+/// `rule`, as these tests run with `--verbose`).
+fn plain_lines_are_designs(output: &Output) {
+    for line in lines(output) {
+        if line.get("anomaly").is_none() || line.get("widening").is_some() {
+            continue;
+        }
+        let mut keys: Vec<_> = line.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["anomaly", "baseline", "changed", "current", "path", "rule"],
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn explain_says_where_widening_is_reported() {
+    require_root();
+    let dir = scratch();
+    let root = golden_image(dir.path());
+    let baseline = dir.path().join("baseline.json");
+    collect(&root, &baseline);
+    let explain = |path: &str, format: &str| {
+        let output = Command::new(AGENT)
+            .args(["--root", root.to_str().unwrap()])
+            .args(["--baseline", baseline.to_str().unwrap()])
+            .args(["--explain", path, "--format", format])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for path in [
+        "/home/u",
+        "/home/u/bin/tool",
+        "/etc/hostname",
+        "/usr/bin/find",
+    ] {
+        let shown = explain(path, "text");
+        assert!(
+            shown.contains("widening: always reported here"),
+            "{path}: {shown}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&explain(path, "json")).unwrap();
+        assert_eq!(json["widening_reported"], true, "{path}: {json}");
+    }
+    let home = explain("/home/u", "text");
+    assert!(home.contains("\"home directories\""), "{home}");
+    assert!(
+        home.contains("if added: allowed (added_ok), unless set-uid, set-gid or world-writable"),
+        "{home}"
+    );
+    for path in [
+        "/home/u/.cache/x",
+        "/var/cache/debconf/config.dat",
+        "/var/log/syslog",
+    ] {
+        let shown = explain(path, "text");
+        assert!(shown.contains("not scanned"), "{path}: {shown}");
+        assert!(shown.contains("widening: not reported"), "{path}: {shown}");
+        let json: serde_json::Value = serde_json::from_str(&explain(path, "json")).unwrap();
+        assert_eq!(json["widening_reported"], false, "{path}: {json}");
+    }
+}

@@ -25,10 +25,28 @@
 //! People write policies in TOML (`[[rule]]` tables; unknown keys are errors, a typo in a
 //! security policy must not pass silently); inside a manifest the same rules travel as
 //! JSON (field `policy`), covered by the baseline's signature.
+//!
+//! **Widening is always reported** (issue 16): a change that gives someone more power
+//! over a path (a new group/other write bit, a new set-uid/set-gid bit, a new owner or
+//! group; an added set-uid/set-gid or world-writable entry) is reported under every rule
+//! that does not `ignore` the path, whatever its `check`, `added_ok` or `growing` say.
+//! See [`Widening`].
+//!
+//! The module by job: this file holds the rules, their parsing, validation and
+//! matching; `select` decides what a walk records; `applied` is what an agent does with
+//! the rules (verdicts, judging anomalies, `--explain`); `widening` says which changes
+//! give power away.
 
-use crate::diff::{Anomaly, AnomalyKind, ChangedFields};
-use crate::exclude::Exclusions;
-use crate::manifest::{EntryKind, FileIntegrityEntry};
+mod applied;
+mod select;
+mod widening;
+
+pub use applied::{
+    refuse_weaker, Applied, Explanation, Judged, NotScanned, Origin, RuleRef, Verdict,
+};
+pub use select::{select, selected, Select, NO_BOUND};
+pub use widening::Widening;
+
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -540,417 +558,27 @@ fn literal_prefix(pattern: &str) -> (&[u8], bool) {
     }
 }
 
-/// "Not bounded": no ignored ancestor.
-pub const NO_BOUND: usize = usize::MAX;
-
-/// What the walk does with one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Select {
-    /// The path is an entry of the manifest.
-    pub record: bool,
-    /// (Directories) the walk lists it.
-    pub descend: bool,
-    /// Passed to the children: only rules before it can let them through.
-    pub bound: usize,
-}
-
-/// Decides one path, given the `bound` its parent passed down ([`NO_BOUND`] at the
-/// root). See the module documentation for the rules.
-pub fn select(
-    policy: Option<&Policy>,
-    exclusions: &Exclusions,
-    path: &[u8],
-    bound: usize,
-) -> Select {
-    let excluded_at = policy.map_or(0, Policy::len);
-    let own_bound = if exclusions.is_excluded(path) {
-        bound.min(excluded_at)
-    } else {
-        bound
-    };
-    let first = policy
-        .and_then(|policy| policy.rule_for(path))
-        .filter(|&index| index < bound);
-    let (record, bound) = match (first, policy) {
-        (Some(index), Some(policy)) if policy.rules[index].ignore => (false, own_bound.min(index)),
-        (Some(_), _) => (true, own_bound),
-        (None, _) => (own_bound == NO_BOUND, own_bound),
-    };
-    let descend = record
-        || (bound != NO_BOUND && policy.is_some_and(|policy| policy.reaches_below(path, bound)));
-    Select {
-        record,
-        descend,
-        bound,
-    }
-}
-
-/// Whether a walk of the root records `path`: [`select`] applied from the root down.
-pub fn selected(policy: Option<&Policy>, exclusions: &Exclusions, path: &[u8]) -> bool {
-    walk(policy, exclusions, path).scanned
-}
-
-/// [`select`] applied from the root down to `path`.
-struct Walked {
-    scanned: bool,
-    /// The bound in force at `path`.
-    bound: usize,
-    /// Length of the prefix of `path` where that bound was set (what stopped it).
-    blocked_len: usize,
-}
-
-fn walk(policy: Option<&Policy>, exclusions: &Exclusions, path: &[u8]) -> Walked {
-    let mut walked = Walked {
-        scanned: true,
-        bound: NO_BOUND,
-        blocked_len: 0,
-    };
-    if path == b"/" {
-        return walked;
-    }
-    let mut end = 0;
-    loop {
-        let next = path[end + 1..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(path.len(), |at| end + 1 + at);
-        let here = select(policy, exclusions, &path[..next], walked.bound);
-        if here.bound < walked.bound {
-            walked.blocked_len = next;
-        }
-        walked.bound = here.bound;
-        if next == path.len() || !here.descend {
-            walked.scanned = next == path.len() && here.record;
-            return walked;
-        }
-        end = next;
-    }
-}
-
-/// Where a rule in force comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The policy inside the (signed) baseline.
-    Baseline,
-    /// The agent's `--policy FILE`.
-    Local,
-}
-
-/// A rule in force, for reports: origin, 1-based number within its policy, the rule.
-#[derive(Debug, Clone, Copy)]
-pub struct RuleRef<'a> {
-    pub origin: Origin,
-    pub number: usize,
-    pub rule: &'a Rule,
-}
-
-impl fmt::Display for RuleRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let origin = match self.origin {
-            Origin::Baseline => "baseline",
-            Origin::Local => "local",
-        };
-        write!(f, "{origin} rule {}", self.number)?;
-        match &self.rule.name {
-            Some(name) => write!(f, " {name:?}"),
-            None => write!(f, " ({})", self.rule.paths.join(", ")),
-        }
-    }
-}
-
-/// What applies to one path.
-#[derive(Debug, Clone, Copy)]
-pub struct Verdict<'a> {
-    /// The first matching rule in force (`None`: no rule, every check).
-    pub rule: Option<RuleRef<'a>>,
-    /// A local rule that added checks.
-    pub added_by: Option<RuleRef<'a>>,
-    pub ignore: bool,
-    pub checks: Checks,
-    pub added_ok: bool,
-    pub growing: bool,
-}
-
-impl Verdict<'_> {
-    /// The rules to name in a report: the one that decided, and a local one that
-    /// added checks.
-    pub fn label(&self) -> Option<String> {
-        match (self.rule, self.added_by) {
-            (Some(rule), Some(added)) => Some(format!("{rule}; checks added by {added}")),
-            (rule, added) => rule.or(added).map(|rule| rule.to_string()),
-        }
-    }
-}
-
-/// Why a local policy was refused.
-pub fn refuse_weaker(local: &Policy) -> Result<(), PolicyError> {
-    for (index, rule) in local.rules.iter().enumerate() {
-        let what = if rule.ignore {
-            "ignore"
-        } else if rule.added_ok {
-            "added_ok"
-        } else if rule.growing {
-            "growing"
-        } else {
-            continue;
-        };
-        return Err(PolicyError::new(format!(
-            "local rule {}{} ({}) uses `{what}`: a local policy may only add checks to the \
-             baseline's signed policy, never remove them (--allow-weaker-policy overrides, and is logged)",
-            index + 1,
-            name_suffix(rule.name.as_deref()),
-            rule.paths.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-/// The rules an agent applies: the baseline's policy, and a local policy that either
-/// only adds checks (the default) or, when explicitly allowed, takes precedence.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// Decides selection and first match: the baseline's rules, preceded by the local
-    /// ones when they override.
-    pub scan: Policy,
-    /// With an override: how many leading rules of `scan` are local.
-    local_first: usize,
-    /// Without an override: local rules that only add checks.
-    additions: Option<Policy>,
-    pub exclusions: Exclusions,
-}
-
-impl Applied {
-    /// `local` must pass [`refuse_weaker`] unless `allow_weaker`.
-    pub fn new(
-        baseline: Option<&Policy>,
-        local: Option<&Policy>,
-        allow_weaker: bool,
-        exclusions: Exclusions,
-    ) -> Result<Self, PolicyError> {
-        let base = baseline.cloned().unwrap_or_else(Policy::empty);
-        match local {
-            Some(local) if allow_weaker => Ok(Applied {
-                scan: Policy::chain(local, &base)?,
-                local_first: local.len(),
-                additions: None,
-                exclusions,
-            }),
-            Some(local) => {
-                refuse_weaker(local)?;
-                Ok(Applied {
-                    scan: base,
-                    local_first: 0,
-                    additions: Some(local.clone()),
-                    exclusions,
-                })
-            }
-            None => Ok(Applied {
-                scan: base,
-                local_first: 0,
-                additions: None,
-                exclusions,
-            }),
-        }
-    }
-
-    fn rule_ref(&self, index: usize) -> RuleRef<'_> {
-        let (origin, number) = if index < self.local_first {
-            (Origin::Local, index + 1)
-        } else {
-            (Origin::Baseline, index - self.local_first + 1)
-        };
-        RuleRef {
-            origin,
-            number,
-            rule: &self.scan.rules[index],
-        }
-    }
-
-    /// What applies to `path`.
-    pub fn verdict(&self, path: &[u8]) -> Verdict<'_> {
-        let mut verdict = match self.scan.rule_for(path) {
-            Some(index) => {
-                let rule = &self.scan.rules[index];
-                Verdict {
-                    rule: Some(self.rule_ref(index)),
-                    added_by: None,
-                    ignore: rule.ignore,
-                    checks: rule.check,
-                    added_ok: rule.added_ok,
-                    growing: rule.growing,
-                }
-            }
-            None => Verdict {
-                rule: None,
-                added_by: None,
-                ignore: false,
-                checks: Checks::ALL,
-                added_ok: false,
-                growing: false,
-            },
-        };
-        if let Some(additions) = &self.additions {
-            if let Some(index) = additions.rule_for(path) {
-                let rule = &additions.rules[index];
-                verdict.checks = verdict.checks.union(rule.check);
-                if rule.check.contains(Checks::CONTENT) {
-                    verdict.growing = false;
-                }
-                verdict.added_by = Some(RuleRef {
-                    origin: Origin::Local,
-                    number: index + 1,
-                    rule,
-                });
-            }
-        }
-        verdict
-    }
-
-    /// What applies to `path`, and if it is not scanned, what stops it
-    /// (`integrity-agent --explain`).
-    pub fn explain(&self, path: &[u8]) -> Explanation<'_> {
-        let walked = walk(Some(&self.scan), &self.exclusions, path);
-        let blocked_at = path[..walked.blocked_len].to_vec();
-        let not_scanned = if walked.scanned {
-            None
-        } else if walked.bound >= self.scan.len() {
-            Some(NotScanned::Excluded(blocked_at))
-        } else {
-            Some(NotScanned::Ignored {
-                by: self.rule_ref(walked.bound),
-                at: blocked_at,
-            })
-        };
-        Explanation {
-            verdict: self.verdict(path),
-            not_scanned,
-        }
-    }
-
-    /// Whether a walk under these rules records `path`.
-    pub fn selected(&self, path: &[u8]) -> bool {
-        selected(Some(&self.scan), &self.exclusions, path)
-    }
-
-    /// Judges one anomaly of a plain diff. `grew` answers, for a `growing` file whose
-    /// size did not shrink, whether the baseline's bytes are still its prefix.
-    pub fn judge<'a>(
-        &'a self,
-        anomaly: Anomaly<'a>,
-        grew: &mut dyn FnMut(&FileIntegrityEntry, &FileIntegrityEntry) -> bool,
-    ) -> Judged<'a> {
-        let verdict = self.verdict(anomaly.path);
-        let allowed = |why: &'static str| Judged::Allowed {
-            anomaly,
-            verdict,
-            why,
-        };
-        match anomaly.kind {
-            AnomalyKind::Deleted if !self.selected(anomaly.path) => Judged::NotScanned,
-            AnomalyKind::Deleted => Judged::Report { anomaly, verdict },
-            AnomalyKind::Added if verdict.added_ok => allowed("added_ok"),
-            AnomalyKind::Added => Judged::Report { anomaly, verdict },
-            AnomalyKind::TypeChanged if !verdict.checks.contains(Checks::TYPE) => {
-                allowed("type not checked")
-            }
-            AnomalyKind::TypeChanged => Judged::Report { anomaly, verdict },
-            AnomalyKind::Modified if !verdict.checks.contains(Checks::CONTENT) => {
-                allowed("content not checked")
-            }
-            AnomalyKind::Modified if verdict.growing => match (anomaly.baseline, anomaly.current) {
-                (Some(old), Some(new))
-                    if old.kind == EntryKind::File
-                        && matches!((old.size, new.size), (Some(was), Some(now)) if now > was)
-                        && grew(old, new) =>
-                {
-                    allowed("growing: grew, earlier bytes unchanged")
-                }
-                _ => Judged::Report { anomaly, verdict },
-            },
-            AnomalyKind::Modified => Judged::Report { anomaly, verdict },
-            AnomalyKind::MetadataChanged => {
-                let mut kept = ChangedFields::default();
-                let mut masked = false;
-                for (field, check) in [
-                    (ChangedFields::MODE, Checks::MODE),
-                    (ChangedFields::UID, Checks::OWNER),
-                    (ChangedFields::GID, Checks::OWNER),
-                ] {
-                    if anomaly.changed.contains(field) {
-                        if verdict.checks.contains(check) {
-                            kept = kept.with(field);
-                        } else {
-                            masked = true;
-                        }
-                    }
-                }
-                if kept.is_empty() {
-                    allowed("metadata not checked")
-                } else if masked {
-                    Judged::Report {
-                        anomaly: Anomaly {
-                            changed: kept,
-                            ..anomaly
-                        },
-                        verdict,
-                    }
-                } else {
-                    Judged::Report { anomaly, verdict }
-                }
-            }
-        }
-    }
-}
-
-/// The fate of one anomaly under a policy.
-#[derive(Debug, Clone, Copy)]
-pub enum Judged<'a> {
-    /// Drift to report (metadata fields the rule does not check removed).
-    Report {
-        anomaly: Anomaly<'a>,
-        verdict: Verdict<'a>,
-    },
-    /// A change the policy lets through (shown with `--verbose`).
-    Allowed {
-        anomaly: Anomaly<'a>,
-        verdict: Verdict<'a>,
-        why: &'static str,
-    },
-    /// A baseline entry below something these rules do not scan: not a deletion.
-    NotScanned,
-}
-
-/// The answer of [`Applied::explain`].
-#[derive(Debug, Clone)]
-pub struct Explanation<'a> {
-    pub verdict: Verdict<'a>,
-    /// `None`: the path is scanned, and `verdict` says what is checked.
-    pub not_scanned: Option<NotScanned<'a>>,
-}
-
-/// Why a path is not scanned.
-#[derive(Debug, Clone)]
-pub enum NotScanned<'a> {
-    /// An `ignore` rule matched it, or the directory `at` above it.
-    Ignored { by: RuleRef<'a>, at: Vec<u8> },
-    /// It is, or lies below, the excluded path `at` (default list or `--exclude`).
-    Excluded(Vec<u8>),
-}
-
+/// Fixtures shared by the unit tests of this module and its children.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod fixtures {
+    use super::Policy;
     use crate::digest::Sha256Digest;
+    use crate::manifest::{EntryKind, FileIntegrityEntry};
 
-    fn policy(toml: &str) -> Policy {
+    pub(super) fn policy(toml: &str) -> Policy {
         Policy::from_toml_str(toml).unwrap()
     }
 
-    fn error(toml: &str) -> String {
+    pub(super) fn error(toml: &str) -> String {
         Policy::from_toml_str(toml).unwrap_err().to_string()
     }
 
-    fn entry(path: &str, kind: EntryKind, content: &[u8], mode: u32) -> FileIntegrityEntry {
+    pub(super) fn entry(
+        path: &str,
+        kind: EntryKind,
+        content: &[u8],
+        mode: u32,
+    ) -> FileIntegrityEntry {
         FileIntegrityEntry {
             path: path.as_bytes().into(),
             sha256: kind.has_content().then(|| Sha256Digest::of(content)),
@@ -964,7 +592,7 @@ mod tests {
         }
     }
 
-    const SAMPLE: &str = r#"
+    pub(super) const SAMPLE: &str = r#"
         [[rule]]
         name = "keep one log"
         paths = ["/var/log/dpkg.log"]
@@ -987,6 +615,13 @@ mod tests {
         paths = ["/etc/**"]
         check = ["content", "mode", "owner", "type"]
     "#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{error, policy, SAMPLE};
+    use super::*;
+    use crate::exclude::Exclusions;
 
     #[test]
     fn first_match_wins() {
@@ -1001,57 +636,6 @@ mod tests {
         assert_eq!(p.rule_for(b"/var/lib/cloud"), None);
         // Bytes that are not UTF-8 match too.
         assert_eq!(p.rule_for(b"/etc/\xff"), Some(4));
-    }
-
-    #[test]
-    fn ignored_trees_are_not_walked_unless_an_earlier_rule_reaches_in() {
-        let p = policy(SAMPLE);
-        let ex = Exclusions::defaults();
-        let sel = |path: &str| selected(Some(&p), &ex, path.as_bytes());
-        assert!(sel("/var/lib/cloud"));
-        assert!(!sel("/var/lib/cloud/instance"));
-        assert!(!sel("/var/lib/cloud/instance/user-data.txt"));
-        // An earlier rule reaches below the ignored directory.
-        assert!(!sel("/var/lib/cloud/scripts"), "ignored itself, but walked");
-        assert!(sel("/var/lib/cloud/scripts/per-boot/x"));
-        let at = |path: &str| select(Some(&p), &ex, path.as_bytes(), NO_BOUND);
-        assert!(at("/var/lib/cloud/scripts").descend);
-        assert!(!at("/var/lib/cloud/instance").descend);
-        // The exclusions come after every rule: one file inside /var/log is reached.
-        assert!(sel("/var/log/dpkg.log"));
-        assert!(!sel("/var/log"));
-        assert!(!sel("/var/log/syslog"));
-        assert!(!sel("/var/log/apt/history.log"));
-        assert!(at("/var/log").descend);
-        assert!(!at("/proc").descend, "no rule reaches into /proc");
-        assert!(sel("/usr/bin/ls") && sel("/etc/passwd") && sel("/"));
-    }
-
-    #[test]
-    fn without_a_policy_exclusions_behave_as_before() {
-        let ex = Exclusions::defaults();
-        for (path, want) in [
-            ("/proc", false),
-            ("/proc/1", false),
-            ("/procfoo", true),
-            ("/var/log/x", false),
-            ("/var", true),
-        ] {
-            assert_eq!(selected(None, &ex, path.as_bytes()), want, "{path}");
-            assert_eq!(
-                selected(Some(&Policy::empty()), &ex, path.as_bytes()),
-                want,
-                "{path}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_rule_for_an_excluded_directory_itself_does_not_open_its_tree() {
-        let p = policy("[[rule]]\npaths = [\"/var/log\"]\ncheck = [\"mode\"]\n");
-        let ex = Exclusions::defaults();
-        assert!(selected(Some(&p), &ex, b"/var/log"));
-        assert!(!selected(Some(&p), &ex, b"/var/log/syslog"));
     }
 
     #[test]
@@ -1169,175 +753,5 @@ mod tests {
         let strict: RawPolicy =
             serde_json::from_str(r#"{"rules":[{"paths":["/a"],"check":["xattrs"]}]}"#).unwrap();
         assert!(strict.into_policy().is_err());
-    }
-
-    fn applied(toml: &str) -> Applied {
-        Applied::new(Some(&policy(toml)), None, false, Exclusions::defaults()).unwrap()
-    }
-
-    fn judge<'a>(applied: &'a Applied, anomaly: Anomaly<'a>, prefix_ok: bool) -> Judged<'a> {
-        applied.judge(anomaly, &mut |_, _| prefix_ok)
-    }
-
-    #[test]
-    fn judging_masks_what_a_rule_does_not_check() {
-        let a = applied(SAMPLE);
-        let old = entry("/etc/hostname", EntryKind::File, b"golden\n", 0o644);
-        let new = entry("/etc/hostname", EntryKind::File, b"vm-1\n", 0o666);
-        let mut found = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&new));
-        let (modified, metadata) = (found.next().unwrap(), found.next().unwrap());
-        assert!(matches!(
-            judge(&a, modified, false),
-            Judged::Allowed {
-                why: "content not checked",
-                ..
-            }
-        ));
-        match judge(&a, metadata, false) {
-            Judged::Report { anomaly, verdict } => {
-                assert_eq!(anomaly.changed, ChangedFields::MODE);
-                assert_eq!(verdict.rule.unwrap().number, 4);
-            }
-            other => panic!("{other:?}"),
-        }
-        // An owner change alone is checked too; a type change is not (not in `check`).
-        let link = entry("/etc/hostname", EntryKind::Dir, b"", 0o644);
-        let kind = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&link))
-            .next()
-            .unwrap();
-        assert!(matches!(
-            judge(&a, kind, false),
-            Judged::Allowed {
-                why: "type not checked",
-                ..
-            }
-        ));
-        // added_ok: a new host key is fine, a new file in /etc is not.
-        let key = entry("/etc/ssh/ssh_host_rsa_key", EntryKind::File, b"k", 0o600);
-        let evil = entry(
-            "/etc/cron.d/evil",
-            EntryKind::File,
-            b"* * * * * root sh",
-            0o644,
-        );
-        for (added, allowed) in [(&key, true), (&evil, false)] {
-            let anomaly = crate::diff(&[], std::slice::from_ref(added))
-                .next()
-                .unwrap();
-            assert_eq!(
-                matches!(judge(&a, anomaly, false), Judged::Allowed { .. }),
-                allowed
-            );
-        }
-    }
-
-    #[test]
-    fn growing_files_may_only_grow() {
-        let a = applied(SAMPLE);
-        let old = entry("/var/log/dpkg.log", EntryKind::File, b"one\n", 0o644);
-        for (now, prefix_ok, allowed) in [
-            (&b"one\ntwo\n"[..], true, true),
-            (b"one\ntwo\n", false, false), // earlier bytes edited
-            (b"", true, false),            // truncated
-            (b"two\n", true, false),       // same size, other bytes
-        ] {
-            let new = entry("/var/log/dpkg.log", EntryKind::File, now, 0o644);
-            let anomaly = crate::diff(std::slice::from_ref(&old), std::slice::from_ref(&new))
-                .next()
-                .unwrap();
-            let judged = judge(&a, anomaly, prefix_ok);
-            assert_eq!(
-                matches!(judged, Judged::Allowed { .. }),
-                allowed,
-                "{now:?} {prefix_ok}"
-            );
-        }
-        // Deleted is reported; a path these rules do not scan is not a deletion.
-        let gone = crate::diff(std::slice::from_ref(&old), &[]).next().unwrap();
-        assert!(matches!(judge(&a, gone, true), Judged::Report { .. }));
-        let syslog = entry("/var/log/syslog", EntryKind::File, b"x", 0o644);
-        let gone = crate::diff(std::slice::from_ref(&syslog), &[])
-            .next()
-            .unwrap();
-        assert!(matches!(judge(&a, gone, true), Judged::NotScanned));
-    }
-
-    #[test]
-    fn a_local_policy_may_only_add_checks() {
-        let base = policy(SAMPLE);
-        for (weaker, path) in [
-            (
-                "[[rule]]\npaths = [\"/usr/bin/**\"]\nignore = true\n",
-                "/usr/bin/x",
-            ),
-            (
-                "[[rule]]\npaths = [\"/etc/**\"]\nadded_ok = true\n",
-                "/etc/x",
-            ),
-            (
-                "[[rule]]\npaths = [\"/etc/passwd\"]\ngrowing = true\n",
-                "/etc/passwd",
-            ),
-        ] {
-            let local = policy(weaker);
-            let error =
-                Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap_err();
-            assert!(error.to_string().contains("may only add checks"), "{error}");
-            // Explicitly allowed: the local rule takes precedence.
-            let over =
-                Applied::new(Some(&base), Some(&local), true, Exclusions::defaults()).unwrap();
-            assert_eq!(
-                over.verdict(path.as_bytes()).rule.unwrap().origin,
-                Origin::Local
-            );
-        }
-        // A stricter rule adds to the baseline's: content of /etc/hostname checked again.
-        let local = policy("[[rule]]\npaths = [\"/etc/hostname\"]\n");
-        let a = Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap();
-        let verdict = a.verdict(b"/etc/hostname");
-        assert_eq!(verdict.checks, Checks::ALL);
-        assert!(verdict.added_ok, "added_ok stays the baseline's");
-        assert_eq!(verdict.added_by.unwrap().origin, Origin::Local);
-        // But a path the baseline ignores stays unscanned: there is nothing to compare.
-        let local = policy("[[rule]]\npaths = [\"/var/lib/cloud/**\"]\n");
-        let a = Applied::new(Some(&base), Some(&local), false, Exclusions::defaults()).unwrap();
-        assert!(!a.selected(b"/var/lib/cloud/instance"));
-    }
-
-    #[test]
-    fn an_allowed_override_is_first_match_over_local_then_baseline() {
-        let base = policy(SAMPLE);
-        let local = policy("[[rule]]\npaths = [\"/usr/bin/**\"]\nignore = true\n");
-        let a = Applied::new(Some(&base), Some(&local), true, Exclusions::defaults()).unwrap();
-        assert!(!a.selected(b"/usr/bin/ls"));
-        assert_eq!(
-            a.verdict(b"/usr/bin/ls").rule.unwrap().origin,
-            Origin::Local
-        );
-        let host = a.verdict(b"/etc/hostname").rule.unwrap();
-        assert_eq!((host.origin, host.number), (Origin::Baseline, 4));
-        assert_eq!(
-            host.to_string(),
-            "baseline rule 4 (/etc/hostname, /etc/ssh/ssh_host_*)"
-        );
-    }
-
-    #[test]
-    fn explain_names_what_stops_a_path() {
-        let a = applied(SAMPLE);
-        match a.explain(b"/var/lib/cloud/instance/x").not_scanned {
-            Some(NotScanned::Ignored { by, at }) => {
-                assert_eq!(by.number, 3);
-                assert_eq!(at, b"/var/lib/cloud/instance");
-            }
-            other => panic!("{other:?}"),
-        }
-        match a.explain(b"/var/log/apt/history.log").not_scanned {
-            Some(NotScanned::Excluded(at)) => assert_eq!(at, b"/var/log"),
-            other => panic!("{other:?}"),
-        }
-        assert!(a.explain(b"/var/log/dpkg.log").not_scanned.is_none());
-        assert!(a.explain(b"/").not_scanned.is_none());
-        assert!(a.explain(b"/usr/bin/ls").verdict.rule.is_none());
     }
 }
