@@ -141,6 +141,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     fetch_attempts: u32,
 
+    /// Refuse a baseline from the service (or the cache) larger than BYTES, counted
+    /// once decompressed; the compressed answer is bounded by the same number, and
+    /// the read stops as soon as it is passed. The default, 536870912 (512 MiB), is
+    /// the service's default max_body_bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = integrity_client::DEFAULT_MAX_BASELINE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    max_baseline_bytes: u64,
+
     /// Also exclude PATH (relative to --root) and everything below it. Repeatable.
     #[arg(long, value_name = "PATH")]
     exclude: Vec<PathBuf>,
@@ -265,6 +272,7 @@ impl Agent {
                 );
                 config.ca_cert = args.ca_cert.clone();
                 config.retry.attempts = args.fetch_attempts;
+                config.max_baseline_bytes = args.max_baseline_bytes;
                 config.timeout = Duration::from_secs(120);
                 Some(
                     integrity_client::Client::new(&config)
@@ -555,6 +563,7 @@ impl Agent {
                         "checks": verdict.checks.names().collect::<Vec<_>>(),
                         "added_ok": verdict.added_ok,
                         "growing": verdict.growing,
+                        "widening_reported": explanation.reports_widening(),
                         "reason": reason,
                         "policy": if loaded.baseline.policy.is_some() { "baseline" } else { "none" },
                     });
@@ -566,6 +575,7 @@ impl Agent {
                     out.push('\n');
                     if let Some(why) = &not_scanned {
                         out.push_str(&format!("  not scanned: {why}\n"));
+                        out.push_str("  widening: not reported (the path is not scanned at all)\n");
                         continue;
                     }
                     match &rule {
@@ -587,11 +597,16 @@ impl Agent {
                     out.push_str(&format!(
                         "  if added: {}\n",
                         if verdict.added_ok {
-                            "allowed (added_ok)"
+                            "allowed (added_ok), unless set-uid, set-gid or world-writable"
                         } else {
                             "reported"
                         }
                     ));
+                    out.push_str(
+                        "  widening: always reported here (a new group/other write, set-uid \
+                         or set-gid bit, a new owner or group; an added set-id or \
+                         world-writable entry), whatever the rule checks\n",
+                    );
                     if verdict.growing {
                         out.push_str("  growing: may grow; a change to its earlier bytes or a shrink is reported\n");
                     }

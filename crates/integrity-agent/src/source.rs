@@ -4,10 +4,18 @@
 //! Whatever the source, the bytes go through the one validator and must name the image
 //! id the agent was asked about; a cached copy that fails either is discarded and
 //! fetched again.
+//!
+//! The cache is not trusted either: the cached body must hash to the digest its `ETag`
+//! names each time it is used (for a `304` as for the fallback when the service is
+//! down), and with a pinned key its signature must verify; a copy that fails is deleted
+//! and the baseline fetched unconditionally, or the check fails (no baseline). What the
+//! service sends is bounded (`--max-baseline-bytes`, compressed and decompressed) before
+//! it is buffered, and must match its own `ETag` (see `integrity_client`).
 
 use integrity_client::{Client, ClientError, Fetched};
-use integrity_common::Baseline;
+use integrity_common::{Baseline, Sha256Digest};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,7 +124,21 @@ pub fn from_file(
     })
 }
 
-/// The on-disk copy of the last good baseline of one image id, with its `ETag`.
+/// What the cache holds for an image id.
+pub enum Cached {
+    None,
+    /// A copy that passed every check, with the tag it was stored under.
+    Intact {
+        baseline: Box<Baseline>,
+        etag: String,
+        sha256: Sha256Digest,
+    },
+    /// A copy that failed a check and was deleted, and why.
+    Discarded(String),
+}
+
+/// The on-disk copy of the last good baseline of one image id, with its `ETag` (which
+/// names the body's SHA-256: the copy is checked against it before every use).
 pub struct Cache {
     dir: PathBuf,
 }
@@ -139,40 +161,76 @@ impl Cache {
         self.dir.join(format!("{image_id}.json.minisig"))
     }
 
-    /// The cached baseline and its tag, if present and valid; a corrupt or foreign copy
-    /// is removed (and reported through `warn`).
+    /// The cached baseline, if present and intact: at most `max_bytes`, its signature
+    /// verified (with a pinned key), its bytes hashing to the digest its tag names, and
+    /// valid. A copy failing any of these is corrupt (or tampered with): it is removed,
+    /// reported through `warn`, and `Cached::Discarded` returned.
     pub fn load(
         &self,
         image_id: &str,
         verifier: Option<&Verifier>,
+        max_bytes: u64,
         warn: &mut dyn FnMut(String),
-    ) -> Option<(Baseline, Option<String>)> {
+    ) -> Cached {
         let path = self.body_path(image_id);
-        let bytes = fs::read(&path).ok()?;
+        let Ok(file) = fs::File::open(&path) else {
+            return Cached::None;
+        };
         let what = format!("cached baseline {}", path.display());
-        let checked = match verifier {
+        let mut bytes = Vec::new();
+        let read = file
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes);
+        // A tag is one short line; a longer file is not one.
+        let tag = fs::File::open(self.etag_path(image_id))
+            .ok()
+            .and_then(|file| {
+                let mut tag = String::new();
+                file.take(1024).read_to_string(&mut tag).ok()?;
+                Some(tag.trim().to_owned())
+            });
+        let checked = match read {
+            Err(error) => Err(SourceError::Invalid(format!(
+                "{what}: cannot read it: {error}"
+            ))),
+            Ok(_) if bytes.len() as u64 > max_bytes => Err(SourceError::Invalid(format!(
+                "{what} is larger than {max_bytes} bytes (--max-baseline-bytes)"
+            ))),
+            Ok(_) => Ok(()),
+        }
+        .and_then(|()| match verifier {
+            // Signature first, then the hash, then parsing (DESIGN §7).
             Some(verifier) => {
                 let signature = fs::read(self.signature_path(image_id)).ok();
                 verifier.check(&bytes, signature.as_deref(), image_id, &what)
             }
             None => Ok(()),
-        };
-        match checked.and_then(|()| parse(&bytes, image_id, &what)) {
-            Ok(baseline) => {
-                let etag = fs::read_to_string(self.etag_path(image_id))
-                    .ok()
-                    .map(|tag| tag.trim().to_owned())
-                    .filter(|tag| !tag.is_empty() && tag.is_ascii());
-                Some((baseline, etag))
-            }
-            Err(error) => {
-                warn(format!("{error}; discarding it and fetching again"));
-                let _ = fs::remove_file(&path);
-                let _ = fs::remove_file(self.etag_path(image_id));
-                let _ = fs::remove_file(self.signature_path(image_id));
-                None
-            }
-        }
+        })
+        .and_then(|()| {
+            let tag = tag.ok_or_else(|| {
+                SourceError::Invalid(format!("{what} has no ETag to check it against"))
+            })?;
+            let sha256 = integrity_client::check_etag(&bytes, &tag).map_err(|why| {
+                SourceError::Invalid(format!("{what} does not match its ETag: {why}"))
+            })?;
+            Ok(Cached::Intact {
+                baseline: Box::new(parse(&bytes, image_id, &what)?),
+                etag: tag,
+                sha256,
+            })
+        });
+        checked.unwrap_or_else(|error| {
+            warn(format!("{error}; discarding it and fetching again"));
+            self.discard(image_id);
+            Cached::Discarded(error.to_string())
+        })
+    }
+
+    /// Removes the cached copy of `image_id` (body, tag, signature).
+    pub fn discard(&self, image_id: &str) {
+        let _ = fs::remove_file(self.etag_path(image_id));
+        let _ = fs::remove_file(self.body_path(image_id));
+        let _ = fs::remove_file(self.signature_path(image_id));
     }
 
     /// Stores a fetched baseline atomically (temp file, fsync, rename).
@@ -213,79 +271,144 @@ pub fn from_server(
     verifier: Option<&Verifier>,
     warn: &mut dyn FnMut(String),
 ) -> Result<Loaded, SourceError> {
-    let cached = cache.load(image_id, verifier, warn);
-    let etag = cached.as_ref().and_then(|(_, etag)| etag.clone());
-    let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
-        warn(format!(
-            "fetching the baseline, attempt {attempt} failed ({why}); retrying in {:.1} s",
-            delay.as_secs_f64()
-        ));
-    };
-    match client.fetch_baseline(image_id, etag.as_deref(), &mut on_retry) {
-        Ok(Fetched::NotModified) => match cached {
-            Some((baseline, _)) => Ok(Loaded {
-                baseline,
-                source: "service",
-                note: Some("not modified since the cached copy".into()),
-            }),
-            // A 304 to a tag we did not send cannot happen; treat it as a bad answer.
-            None => Err(SourceError::Invalid(
-                "the service answered 304 without a cached copy".into(),
-            )),
-        },
-        Ok(Fetched::Body { bytes, etag }) => {
-            let what = "the baseline from the service";
-            // Signature first, then parsing: unverified bytes are never parsed.
-            let signature = match verifier {
-                Some(verifier) => {
-                    let signature = match client.fetch_signature(image_id, &mut |_, _, _| {}) {
-                        Ok(signature) => Some(signature),
-                        Err(ClientError::NotFound { .. }) => None,
-                        Err(error) => {
-                            return Err(SourceError::Unavailable(format!(
-                                "cannot fetch the baseline's signature: {error}"
-                            )))
-                        }
-                    };
-                    verifier.check(&bytes, signature.as_deref(), image_id, what)?;
-                    signature
-                }
-                None => None,
+    let mut cached = cache.load(image_id, verifier, client.max_baseline_bytes(), warn);
+    loop {
+        let etag = match &cached {
+            Cached::Intact { etag, .. } => Some(etag.clone()),
+            _ => None,
+        };
+        let fetched = {
+            let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
+                warn(format!(
+                    "fetching the baseline, attempt {attempt} failed ({why}); retrying in {:.1} s",
+                    delay.as_secs_f64()
+                ));
             };
-            let baseline = parse(&bytes, image_id, what)?;
-            if let Err(error) = cache.store(image_id, &bytes, signature.as_deref(), etag.as_deref())
-            {
-                warn(format!("cannot cache the baseline: {error}"));
+            client.fetch_baseline(image_id, etag.as_deref(), &mut on_retry)
+        };
+        match fetched {
+            Ok(Fetched::NotModified { etag: answered }) => {
+                let Cached::Intact {
+                    baseline, sha256, ..
+                } = cached
+                else {
+                    // A 304 to a tag we did not send cannot happen; a bad answer.
+                    return Err(SourceError::Invalid(
+                        "the service answered 304 without a cached copy".into(),
+                    ));
+                };
+                // The service vouches for the digest it names; a 304 naming another
+                // one means it and the cache disagree: believe neither, fetch whole.
+                if let Some(named) = answered.as_deref().and_then(integrity_client::etag_sha256) {
+                    if named != sha256 {
+                        let why = format!(
+                            "the service answered 304 with an ETag naming SHA-256 {named}, the cached copy is {sha256}"
+                        );
+                        warn(format!("{why}; discarding it and fetching again"));
+                        cache.discard(image_id);
+                        cached = Cached::Discarded(why);
+                        continue;
+                    }
+                }
+                return Ok(Loaded {
+                    baseline: *baseline,
+                    source: "service",
+                    note: Some("not modified since the cached copy".into()),
+                });
             }
-            Ok(Loaded {
-                baseline,
-                source: "service",
-                note: None,
-            })
-        }
-        Err(ClientError::NotFound { .. }) => {
-            // A 404 is an answer, not an outage: the cache must not hide it.
-            Err(SourceError::Unavailable(format!(
-                "the service has no baseline for image id {image_id} (404)"
-            )))
-        }
-        Err(error @ ClientError::Unavailable { .. }) => {
-            let reason = error.to_string();
-            match cached {
-                Some((baseline, _)) => Ok(Loaded {
-                    baseline,
-                    source: "cache",
-                    note: Some(format!(
-                        "service unreachable, using the cached baseline: {reason}"
-                    )),
-                }),
-                None => Err(SourceError::Unavailable(format!(
-                    "cannot fetch the baseline and none is cached: {reason}"
-                ))),
+            Ok(Fetched::Body {
+                bytes,
+                etag,
+                sha256,
+            }) => {
+                return fetched_body(client, cache, image_id, verifier, bytes, etag, sha256, warn)
+            }
+            Err(ClientError::NotFound { .. }) => {
+                // A 404 is an answer, not an outage: the cache must not hide it.
+                return Err(SourceError::Unavailable(format!(
+                    "the service has no baseline for image id {image_id} (404)"
+                )));
+            }
+            Err(ClientError::Invalid { detail }) => {
+                return Err(SourceError::Invalid(format!(
+                    "the baseline from the service is refused: {detail}"
+                )));
+            }
+            Err(error @ ClientError::Unavailable { .. }) => {
+                let reason = error.to_string();
+                return match cached {
+                    Cached::Intact { baseline, .. } => Ok(Loaded {
+                        baseline: *baseline,
+                        source: "cache",
+                        note: Some(format!(
+                            "service unreachable, using the cached baseline: {reason}"
+                        )),
+                    }),
+                    Cached::None => Err(SourceError::Unavailable(format!(
+                        "cannot fetch the baseline and none is cached: {reason}"
+                    ))),
+                    Cached::Discarded(why) => Err(SourceError::Unavailable(format!(
+                        "cannot fetch the baseline, and the cached copy was discarded ({why}): {reason}"
+                    ))),
+                };
+            }
+            Err(error) => {
+                return Err(SourceError::Unavailable(format!(
+                    "the service refused to send the baseline: {error}"
+                )))
             }
         }
-        Err(error) => Err(SourceError::Unavailable(format!(
-            "the service refused to send the baseline: {error}"
-        ))),
     }
+}
+
+/// A `200`: signature (with a pinned key), then parsing, then the cache.
+#[allow(clippy::too_many_arguments)]
+fn fetched_body(
+    client: &Client,
+    cache: &Cache,
+    image_id: &str,
+    verifier: Option<&Verifier>,
+    bytes: Vec<u8>,
+    etag: Option<String>,
+    sha256: Sha256Digest,
+    warn: &mut dyn FnMut(String),
+) -> Result<Loaded, SourceError> {
+    let what = "the baseline from the service";
+    // Signature first, then parsing: unverified bytes are never parsed.
+    let signature = match verifier {
+        Some(verifier) => {
+            let signature = match client.fetch_signature(image_id, &mut |_, _, _| {}) {
+                Ok(signature) => Some(signature),
+                Err(ClientError::NotFound { .. }) => None,
+                Err(ClientError::Invalid { detail }) => {
+                    return Err(SourceError::Untrusted(format!(
+                        "{what}: its signature is refused: {detail}"
+                    )))
+                }
+                Err(error) => {
+                    return Err(SourceError::Unavailable(format!(
+                        "cannot fetch the baseline's signature: {error}"
+                    )))
+                }
+            };
+            verifier.check(&bytes, signature.as_deref(), image_id, what)?;
+            signature
+        }
+        None => None,
+    };
+    let baseline = parse(&bytes, image_id, what)?;
+    // The tag the copy is cached under names its digest (the client has checked that
+    // it is this body's); a service that sent no such tag gets one of ours, which it
+    // matches too if it is the metadata service.
+    let etag = etag
+        .filter(|tag| integrity_client::etag_sha256(tag).is_some())
+        .unwrap_or_else(|| integrity_client::identity_etag(&sha256));
+    if let Err(error) = cache.store(image_id, &bytes, signature.as_deref(), Some(&etag)) {
+        warn(format!("cannot cache the baseline: {error}"));
+    }
+    Ok(Loaded {
+        baseline,
+        source: "service",
+        note: None,
+    })
 }

@@ -3,10 +3,23 @@
 //!
 //! Retries follow one rule: a connection error, a timeout or a `5xx` may be transient
 //! and is retried with exponential backoff and jitter; a `4xx` is the service's
-//! considered answer and is never retried.
+//! considered answer and is never retried, nor is an answer refused for what it holds
+//! (`ClientError::Invalid`: over its limit, undecodable, not matching its `ETag`).
+//!
+//! The service is not trusted with the agent's memory: every body is read through a
+//! limit before it is buffered, a baseline's both compressed and decompressed
+//! (`ClientConfig::max_baseline_bytes`), a signature's at `MAX_SIGNATURE_BYTES`
+//! (`answer.rs`).
 
+mod answer;
+pub mod fuzzing;
+
+pub use answer::{check_etag, etag_sha256, identity_etag};
+
+use answer::{Failure, Head};
 use integrity_common::Sha256Digest;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +73,9 @@ pub struct ClientConfig {
     pub retry: Retry,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Largest baseline `fetch_baseline` accepts, counted once decompressed (and its
+    /// compressed form is bounded by the same number).
+    pub max_baseline_bytes: u64,
 }
 
 impl ClientConfig {
@@ -71,6 +87,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(300),
             retry: Retry::default(),
             user_agent: user_agent.into(),
+            max_baseline_bytes: DEFAULT_MAX_BASELINE_BYTES,
         }
     }
 }
@@ -95,6 +112,9 @@ pub enum ClientError {
     Rejected { status: u16, detail: String },
     /// No usable answer after every attempt: connection errors, timeouts or `5xx`.
     Unavailable { attempts: u32, last: String },
+    /// An answer refused for what it holds: larger than its limit (before or after
+    /// decompression), not decodable, or not matching its `ETag`. Never retried.
+    Invalid { detail: String },
 }
 
 impl fmt::Display for ClientError {
@@ -126,6 +146,9 @@ impl fmt::Display for ClientError {
                 f,
                 "the service did not answer usefully after {attempts} attempt(s): {last}"
             ),
+            ClientError::Invalid { detail } => {
+                write!(f, "the service's answer was refused: {detail}")
+            }
         }
     }
 }
@@ -148,31 +171,46 @@ pub struct Client {
     base: String,
     token: Option<String>,
     retry: Retry,
+    max_baseline_bytes: u64,
 }
 
-/// One answer, read whole (bounded).
+/// A small answer, read whole (bounded).
 struct Answer {
     status: u16,
     body: Vec<u8>,
-    etag: Option<String>,
-    /// `Content-Encoding` of the answer.
-    encoding: Option<String>,
+}
+
+/// What became of one attempt.
+pub(crate) enum Step<T> {
+    /// The answer (or a refusal worth no retry).
+    Done(Result<T, ClientError>),
+    /// Worth another attempt, for this reason.
+    Retry(String),
 }
 
 /// What `fetch_baseline` got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
-    /// `304`: the cached copy (sent as `If-None-Match`) is current.
-    NotModified,
-    /// `200`: the stored bytes (decompressed if sent compressed) and their `ETag`.
+    /// `304`: the cached copy (sent as `If-None-Match`) is current. `etag` is the tag
+    /// the answer carried, if any.
+    NotModified { etag: Option<String> },
+    /// `200`: the stored bytes (decompressed if sent compressed), their `ETag` and their
+    /// SHA-256 (computed while they were read; when the `ETag` names a digest, it is
+    /// this one — the client refuses a body that does not match its tag).
     Body {
         bytes: Vec<u8>,
         etag: Option<String>,
+        sha256: Sha256Digest,
     },
 }
 
-/// Largest baseline the agent accepts from the service (a million entries is ≈ 200 MB).
-pub const MAX_BASELINE_BYTES: u64 = 1 << 30;
+/// Default of [`ClientConfig::max_baseline_bytes`]: the service's own default
+/// `max_body_bytes` (512 MiB; a million entries is ≈ 200 MB).
+pub const DEFAULT_MAX_BASELINE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Largest signature answer read: the service stores at most this much
+/// (`metadata_service::ingest::MAX_SIGNATURE_BYTES`); a minisign signature is ≈ 300.
+pub const MAX_SIGNATURE_BYTES: u64 = 8192;
 
 /// Largest error or metadata answer read.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
@@ -225,7 +263,13 @@ impl Client {
             base,
             token: config.token.clone(),
             retry: config.retry.clone(),
+            max_baseline_bytes: config.max_baseline_bytes,
         })
+    }
+
+    /// The largest baseline this client accepts ([`ClientConfig::max_baseline_bytes`]).
+    pub fn max_baseline_bytes(&self) -> u64 {
+        self.max_baseline_bytes
     }
 
     /// Whether a token would travel in clear text to another host.
@@ -238,20 +282,20 @@ impl Client {
         self.token.is_some() && !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
     }
 
-    /// Sends a request (built fresh for each attempt) with the retry rule; `on_retry`
-    /// hears about each retry before its delay.
-    fn with_retries(
+    /// Sends a request (built fresh for each attempt) with the retry rule; `answer`
+    /// reads each answer's body (it bounds what it reads) and says whether to retry;
+    /// `on_retry` hears about each retry before its delay.
+    fn with_retries<T>(
         &self,
         send: impl Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        body_limit: u64,
+        answer: impl Fn(&Head, &mut dyn Read) -> Step<T>,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
-    ) -> Result<Answer, ClientError> {
+    ) -> Result<T, ClientError> {
         let attempts = self.retry.attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
             match send(&self.agent) {
                 Ok(mut response) => {
-                    let status = response.status().as_u16();
                     let header = |name: &str| {
                         response
                             .headers()
@@ -259,36 +303,19 @@ impl Client {
                             .and_then(|value| value.to_str().ok())
                             .map(str::to_owned)
                     };
-                    let etag = header("etag");
-                    let encoding = header("content-encoding");
-                    let limit = if status == 200 {
-                        body_limit
-                    } else {
-                        SMALL_BODY_LIMIT
+                    let head = Head {
+                        status: response.status().as_u16(),
+                        etag: header("etag"),
+                        encoding: header("content-encoding"),
+                        content_length: response.body().content_length(),
                     };
-                    let body = match response.body_mut().with_config().limit(limit).read_to_vec() {
-                        Ok(body) => body,
-                        // A body cut off or too large for a 200 is a failed attempt.
-                        Err(error) if status == 200 => {
-                            last = format!("reading the answer: {error}");
-                            if attempt < attempts {
-                                let delay = self.retry.delay(attempt);
-                                on_retry(attempt, &last, delay);
-                                std::thread::sleep(delay);
-                            }
-                            continue;
-                        }
-                        Err(_) => Vec::new(),
-                    };
-                    if status < 500 {
-                        return Ok(Answer {
-                            status,
-                            body,
-                            etag,
-                            encoding,
-                        });
+                    // Unlimited here: `answer` bounds what it reads (ureq's own limit
+                    // would not tell a cut connection from an oversized body).
+                    let mut body = response.body_mut().as_reader();
+                    match answer(&head, &mut body) {
+                        Step::Done(result) => return result,
+                        Step::Retry(why) => last = why,
                     }
-                    last = format!("HTTP {status}: {}", detail(&body));
                 }
                 Err(error) => last = error.to_string(),
             }
@@ -329,7 +356,7 @@ impl Client {
                 }
                 request.send(bytes)
             },
-            SMALL_BODY_LIMIT,
+            |head, body| small_answer(head, body, SMALL_BODY_LIMIT),
             on_retry,
         )?;
         match answer.status {
@@ -355,7 +382,9 @@ impl Client {
 }
 
 impl Client {
-    /// `GET /baselines/{image_id}`, revalidating `etag` when given.
+    /// `GET /baselines/{image_id}`, revalidating `etag` when given. The body is refused
+    /// (never retried) when it passes `max_baseline_bytes` compressed or decompressed,
+    /// does not decompress, or does not match the digest its `ETag` names.
     pub fn fetch_baseline(
         &self,
         image_id: &str,
@@ -363,7 +392,8 @@ impl Client {
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Fetched, ClientError> {
         let url = format!("{}/baselines/{image_id}", self.base);
-        let answer = self.with_retries(
+        let max = self.max_baseline_bytes;
+        self.with_retries(
             |agent| {
                 // Decompressed here rather than by ureq: bounded, and independent of
                 // which ureq features other crates of the workspace switch on.
@@ -373,18 +403,57 @@ impl Client {
                 }
                 request.call()
             },
-            MAX_BASELINE_BYTES,
+            |head, body| baseline_answer(head, body, max),
             on_retry,
-        )?;
-        match answer.status {
-            200 => Ok(Fetched::Body {
-                bytes: decode(answer.body, answer.encoding.as_deref())?,
-                etag: answer.etag,
-            }),
-            304 => Ok(Fetched::NotModified),
-            status => Err(status_error(status, &answer.body, 0)),
-        }
+        )
     }
+}
+
+/// One answer to `GET /baselines/{id}`: the network-free part of `fetch_baseline`
+/// (the fuzz target runs it on hostile answers).
+pub(crate) fn baseline_answer(head: &Head, body: &mut dyn Read, max: u64) -> Step<Fetched> {
+    if head.status != 200 {
+        return match small_answer(head, body, SMALL_BODY_LIMIT) {
+            Step::Done(Ok(answer)) if answer.status == 304 => {
+                Step::Done(Ok(Fetched::NotModified {
+                    etag: head.etag.clone(),
+                }))
+            }
+            Step::Done(Ok(answer)) => Step::Done(Err(status_error(answer.status, &answer.body, 0))),
+            Step::Done(Err(error)) => Step::Done(Err(error)),
+            Step::Retry(why) => Step::Retry(why),
+        };
+    }
+    match answer::read_baseline(head, body, max) {
+        Ok(body) => Step::Done(Ok(Fetched::Body {
+            bytes: body.bytes,
+            etag: head.etag.clone(),
+            sha256: body.sha256,
+        })),
+        Err(Failure::Transport(why)) => Step::Retry(why),
+        Err(Failure::Refused(detail)) => Step::Done(Err(ClientError::Invalid { detail })),
+    }
+}
+
+/// A small answer: at most `limit` bytes of body. A `5xx`, or a `200` cut off by the
+/// connection, is worth another attempt; a `200` longer than `limit` is refused.
+fn small_answer(head: &Head, body: &mut dyn Read, limit: u64) -> Step<Answer> {
+    let body = match answer::read_small(body, limit) {
+        Ok(body) => body,
+        Err(Failure::Transport(why)) if head.status == 200 => return Step::Retry(why),
+        Err(Failure::Refused(detail)) if head.status == 200 => {
+            return Step::Done(Err(ClientError::Invalid { detail }))
+        }
+        // The body of an error only adds detail.
+        Err(_) => Vec::new(),
+    };
+    if head.status >= 500 {
+        return Step::Retry(format!("HTTP {}: {}", head.status, detail(&body)));
+    }
+    Step::Done(Ok(Answer {
+        status: head.status,
+        body,
+    }))
 }
 
 /// What `put_signature` achieved.
@@ -417,7 +486,7 @@ impl Client {
                 }
                 request.send(signature)
             },
-            SMALL_BODY_LIMIT,
+            |head, body| small_answer(head, body, SMALL_BODY_LIMIT),
             on_retry,
         )?;
         match answer.status {
@@ -428,52 +497,23 @@ impl Client {
         }
     }
 
-    /// `GET /baselines/{image_id}/signature`.
+    /// `GET /baselines/{image_id}/signature`; an answer longer than
+    /// [`MAX_SIGNATURE_BYTES`] is refused (`ClientError::Invalid`).
     pub fn fetch_signature(
         &self,
         image_id: &str,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/baselines/{image_id}/signature", self.base);
-        let answer =
-            self.with_retries(|agent| agent.get(&url).call(), SMALL_BODY_LIMIT, on_retry)?;
+        let answer = self.with_retries(
+            |agent| agent.get(&url).call(),
+            |head, body| small_answer(head, body, MAX_SIGNATURE_BYTES),
+            on_retry,
+        )?;
         match answer.status {
             200 => Ok(answer.body),
             status => Err(status_error(status, &answer.body, 0)),
         }
-    }
-}
-
-/// Undoes the answer's `Content-Encoding`, refusing more than [`MAX_BASELINE_BYTES`]
-/// of output (a gzip bomb).
-fn decode(body: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, ClientError> {
-    use std::io::Read;
-    match encoding.map(|value| value.trim().to_ascii_lowercase()) {
-        None => Ok(body),
-        Some(value) if value.is_empty() || value == "identity" => Ok(body),
-        Some(value) if value == "gzip" || value == "x-gzip" => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .take(MAX_BASELINE_BYTES + 1)
-                .read_to_end(&mut out)
-                .map_err(|error| ClientError::Rejected {
-                    status: 200,
-                    detail: format!("the gzip answer does not decompress: {error}"),
-                })?;
-            if out.len() as u64 > MAX_BASELINE_BYTES {
-                return Err(ClientError::Rejected {
-                    status: 200,
-                    detail: format!(
-                        "the answer decompresses to more than {MAX_BASELINE_BYTES} bytes"
-                    ),
-                });
-            }
-            Ok(out)
-        }
-        Some(other) => Err(ClientError::Rejected {
-            status: 200,
-            detail: format!("unsupported Content-Encoding {other:?}"),
-        }),
     }
 }
 
@@ -543,18 +583,6 @@ mod tests {
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
         config.server = "https://10.0.0.1".into();
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
-    }
-
-    #[test]
-    fn gzip_answers_are_decoded_and_bounded() {
-        use std::io::Write;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(b"hello").unwrap();
-        let gz = encoder.finish().unwrap();
-        assert_eq!(decode(gz, Some("gzip")).unwrap(), b"hello");
-        assert!(decode(b"not gzip".to_vec(), Some("gzip")).is_err());
-        assert!(decode(b"x".to_vec(), Some("br")).is_err());
-        assert_eq!(decode(b"x".to_vec(), None).unwrap(), b"x");
     }
 
     #[test]
