@@ -344,7 +344,12 @@ fn run(command: Command) -> anyhow::Result<u8> {
             public_key,
             password_file,
         } => {
-            let id = integrity_trust::keygen(&secret_key, &public_key, password_file.as_deref())?;
+            let id = integrity_trust::keygen_with(
+                &secret_key,
+                &public_key,
+                password_file.as_deref(),
+                &mut warn_secret,
+            )?;
             eprintln!(
                 "bulletproofctl: key {id}: secret key {} ({}), public key {}",
                 secret_key.display(),
@@ -364,7 +369,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
             trusted_comment,
         } => {
             let password = password_of(password_file.as_deref());
-            let sk = integrity_trust::load_secret_key(&secret_key, password)?;
+            let sk =
+                integrity_trust::load_secret_key_with(&secret_key, password, &mut warn_secret)?;
             let data =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let comment = trusted_comment.unwrap_or_else(|| {
@@ -431,7 +437,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 },
         } => {
             let password = password_of(password_file.as_deref());
-            let sk = integrity_trust::load_secret_key(&secret_key, password)?;
+            let sk =
+                integrity_trust::load_secret_key_with(&secret_key, password, &mut warn_secret)?;
             let built = bundle::build(&bundle::BuildOptions {
                 version,
                 core,
@@ -613,9 +620,18 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 },
         } => {
             let layout = layout::Layout::new(&root);
-            let master = seclog::read_master(
-                &initial_key.unwrap_or_else(|| seclog::master_key_path(&layout)),
-            )?;
+            let initial_key = initial_key.unwrap_or_else(|| seclog::master_key_path(&layout));
+            // The initial log key is a secret file like any other: whoever can write it
+            // can make a forged chain verify. Checked (and warned about) here; once the
+            // file and every directory and symlink on the way are root's or ours, the
+            // path can change under us only by our own hand, so read_master's read of
+            // the same path reads the file checked.
+            if let Some(warning) =
+                integrity_common::read_secret(&initial_key, "initial log key")?.warning()
+            {
+                warn_secret(warning);
+            }
+            let master = seclog::read_master(&initial_key)?;
             let host_key = match host_key {
                 Some(path) => Ok(integrity_trust::load_public_key(&path)?),
                 None => integrity_trust::load_public_key(&layout.host_public_key())
@@ -690,12 +706,21 @@ fn run(command: Command) -> anyhow::Result<u8> {
     }
 }
 
-/// `--password-file F`, or a prompt on the terminal (refused without one).
+/// `--password-file F`, or a prompt on the terminal (refused without one). The file is
+/// read by `integrity_trust` through `integrity_common::read_secret` (refused when
+/// others can write it; a warning through [`warn_secret`], or on stderr for
+/// `snapshot`, when they can read it).
 fn password_of(file: Option<&Path>) -> Password<'_> {
     match file {
         Some(path) => Password::File(path),
         None => Password::PromptIfTerminal,
     }
+}
+
+/// A secret file (secret key, password file, initial log key) that others can read:
+/// one line on stderr naming the file and its mode, never its content.
+fn warn_secret(warning: &integrity_trust::SecretWarning) {
+    eprintln!("bulletproofctl: warning: {warning}");
 }
 
 fn release_result(result: Result<release::Report, release::Failure>) -> anyhow::Result<u8> {

@@ -79,7 +79,9 @@ struct Args {
     )]
     token: Option<String>,
 
-    /// Read the bearer token from FILE (keeps it out of `ps`).
+    /// Read the bearer token from FILE (keeps it out of `ps`). Refused when group or
+    /// others can write it (or its directory), or another user owns it; a warning when
+    /// they can read it.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
 
@@ -99,7 +101,8 @@ struct Args {
     sign_key: Option<PathBuf>,
 
     /// Password of an encrypted --sign-key (its first line); without it the password
-    /// is asked on the terminal, and refused when there is none.
+    /// is asked on the terminal, and refused when there is none. Like --token-file
+    /// (and the key itself), refused when others can write it.
     #[arg(long, value_name = "F", requires = "sign_key")]
     password_file: Option<PathBuf>,
 
@@ -201,7 +204,7 @@ fn run(args: &Args) -> Result<u8> {
                 None => integrity_trust::Password::PromptIfTerminal,
             };
             Some(
-                integrity_trust::load_secret_key(key, password)
+                integrity_trust::load_secret_key_with(key, password, &mut warn_secret)
                     .map_err(|error| anyhow::anyhow!("--sign-key: {error}"))?,
             )
         }
@@ -387,13 +390,13 @@ fn upload_signature(
 fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> {
     let token = match &args.token_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
-            let token = text.trim().to_owned();
-            if token.is_empty() {
-                bail!("--token-file {} is empty", path.display());
+            // Refused when someone else could have written it (their token would be
+            // sent as ours), warned about when others can read it.
+            let secret = integrity_common::read_secret(path, "--token-file")?;
+            if let Some(warning) = secret.warning() {
+                warn_secret(warning);
             }
-            Some(token)
+            Some(secret.trimmed()?.to_owned())
         }
         None => args.token.clone().filter(|token| !token.is_empty()),
     };
@@ -413,6 +416,12 @@ fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> 
         );
     }
     Ok(client)
+}
+
+/// A secret file (--token-file, --sign-key, --password-file) that others can read: one
+/// line on stderr naming the file and its mode (never its content).
+fn warn_secret(warning: &integrity_common::SecretWarning) {
+    eprintln!("integrity-collector: warning: {warning}");
 }
 
 /// The manifest's timestamp: now, or `SOURCE_DATE_EPOCH` for reproducible builds.

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod pathenc;
 pub mod policy;
 pub mod scan;
+pub mod secret;
 
 pub use diff::{diff, Anomaly, AnomalyKind, ChangedFields, DriftSummary};
 pub use digest::Sha256Digest;
@@ -26,3 +27,4 @@ pub use policy::{Applied, Checks, Policy, PolicyError, Rule};
 pub use scan::{
     scan, scan_metadata, scan_path, ScanOptions, ScanOutput, ScanProgress, ScanRootError,
 };
+pub use secret::{read_secret, Secret, SecretError, SecretWarning};

@@ -4,8 +4,16 @@
 //! prompt without a terminal, the trusted comment returned after it is verified, and
 //! errors that say what is wrong without printing key material.
 //!
+//! Secret key files and password files are read through
+//! `integrity_common::secret::read_secret`: refused when someone other than root or the
+//! user running us could have written them, with a warning when others can read them.
+//! The `*_with` functions hand that warning to the caller; the others print it on
+//! stderr.
+//!
 //! Never `{:?}` a `minisign::SecretKey`: its `Debug` prints the key bytes.
 
+use integrity_common::secret::{read_secret, warn_on_stderr};
+pub use integrity_common::secret::{SecretError, SecretWarning};
 use minisign::{KeyPair, PublicKeyBox, SecretKeyBox, SignatureBox};
 pub use minisign::{PublicKey, SecretKey};
 use std::fmt;
@@ -31,27 +39,28 @@ fn err(context: &str, error: impl fmt::Display) -> TrustError {
 /// Where the password of an encrypted secret key comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum Password<'a> {
-    /// The first line of this file.
+    /// The first line of this file (a secret file: refused when others can write it).
     File(&'a Path),
     /// Ask on the terminal if there is one; refuse otherwise.
     PromptIfTerminal,
 }
 
-fn read_password(path: &Path) -> Result<String, TrustError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        err(
-            &format!("cannot read password file {}", path.display()),
-            error,
-        )
-    })?;
-    let password = text.lines().next().unwrap_or("").to_owned();
-    if password.is_empty() {
-        return Err(TrustError(format!(
-            "password file {} is empty",
-            path.display()
-        )));
+impl From<SecretError> for TrustError {
+    fn from(error: SecretError) -> Self {
+        TrustError(error.to_string())
     }
-    Ok(password)
+}
+
+/// The password on the first line of `path` (a secret file: see the crate doc).
+fn read_password(
+    path: &Path,
+    on_warning: &mut dyn FnMut(&SecretWarning),
+) -> Result<String, TrustError> {
+    let secret = read_secret(path, "password file")?;
+    if let Some(warning) = secret.warning() {
+        on_warning(warning);
+    }
+    Ok(secret.first_line()?.to_owned())
 }
 
 /// Where a file's detached signature lives: `FILE.minisig` (minisign's convention).
@@ -64,7 +73,20 @@ pub fn signature_path(file: &std::path::Path) -> std::path::PathBuf {
 /// A new key pair written as `secret` (mode 0600) and `public`, in minisign's formats:
 /// encrypted with scrypt when a password file is given, unencrypted otherwise (like
 /// `minisign -W`). Existing files are never overwritten.
+/// A warning about the password file is printed on stderr ([`keygen_with`] hands it
+/// to the caller).
 pub fn keygen(secret: &Path, public: &Path, password: Option<&Path>) -> Result<String, TrustError> {
+    keygen_with(secret, public, password, &mut warn_on_stderr)
+}
+
+/// [`keygen`], handing a warning about the password file (readable by others) to
+/// `on_warning`.
+pub fn keygen_with(
+    secret: &Path,
+    public: &Path,
+    password: Option<&Path>,
+    on_warning: &mut dyn FnMut(&SecretWarning),
+) -> Result<String, TrustError> {
     for path in [secret, public] {
         if path.exists() {
             return Err(TrustError(format!(
@@ -74,7 +96,7 @@ pub fn keygen(secret: &Path, public: &Path, password: Option<&Path>) -> Result<S
         }
     }
     let KeyPair { pk, sk } = match password {
-        Some(file) => KeyPair::generate_encrypted_keypair(Some(read_password(file)?)),
+        Some(file) => KeyPair::generate_encrypted_keypair(Some(read_password(file, on_warning)?)),
         None => KeyPair::generate_unencrypted_keypair(),
     }
     .map_err(|error| err("generating the key pair", error))?;
@@ -110,20 +132,35 @@ pub fn key_id(pk: &PublicKey) -> String {
     format!("{:016X}", u64::from_le_bytes(id))
 }
 
-/// Loads a secret key file (minisign format, encrypted or not).
+/// Loads a secret key file (minisign format, encrypted or not). The key file and a
+/// password file are secret files (see the crate doc); a warning about either is
+/// printed on stderr ([`load_secret_key_with`] hands it to the caller).
 pub fn load_secret_key(path: &Path, password: Password<'_>) -> Result<SecretKey, TrustError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| err(&format!("cannot read secret key {}", path.display()), error))?;
-    let sk_box = SecretKeyBox::from_string(&text)
+    load_secret_key_with(path, password, &mut warn_on_stderr)
+}
+
+/// [`load_secret_key`], handing a warning about the key file or the password file
+/// (readable by others) to `on_warning`.
+pub fn load_secret_key_with(
+    path: &Path,
+    password: Password<'_>,
+    on_warning: &mut dyn FnMut(&SecretWarning),
+) -> Result<SecretKey, TrustError> {
+    let secret = read_secret(path, "secret key")?;
+    if let Some(warning) = secret.warning() {
+        on_warning(warning);
+    }
+    let text = secret.text()?;
+    let sk_box = SecretKeyBox::from_string(text)
         .map_err(|error| err(&format!("secret key {}", path.display()), error))?;
     if let Ok(sk) = SecretKey::from_unencrypted_box(sk_box.clone()) {
         return Ok(sk);
     }
-    if let Some(sk) = unencrypted_without_checksum(&text) {
+    if let Some(sk) = unencrypted_without_checksum(text) {
         return Ok(sk);
     }
     let password = match password {
-        Password::File(file) => Some(read_password(file)?),
+        Password::File(file) => Some(read_password(file, on_warning)?),
         Password::PromptIfTerminal if std::io::stdin().is_terminal() => None,
         Password::PromptIfTerminal => {
             return Err(TrustError(format!(
@@ -293,6 +330,48 @@ mod tests {
         assert!(sign(&sk, b"x", "two\nlines").is_err());
         assert_eq!(from_header(&to_header(&sig)).unwrap(), sig);
         assert!(from_header("%%%").is_err());
+    }
+
+    #[test]
+    fn key_and_password_files_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "pw-do-not-print\n").unwrap();
+        let (sk, pk) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+        for mode in [0o666, 0o620] {
+            chmod(&password, mode);
+            let error = keygen(&sk, &pk, Some(&password)).unwrap_err().0;
+            assert!(error.contains(&format!("mode {mode:04o}")), "{error}");
+            assert!(error.contains("chmod 600"), "{error}");
+            assert!(!error.contains("pw-do-not-print"), "{error}");
+            assert!(!sk.exists() && !pk.exists());
+        }
+        chmod(&password, 0o644);
+        let mut warnings = Vec::new();
+        keygen_with(&sk, &pk, Some(&password), &mut |w| warnings.push(w.clone())).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!((warnings[0].mode, &*warnings[0].path), (0o644, &*password));
+        // The key written is private; loading it with a private password file: silent.
+        chmod(&password, 0o600);
+        let mut warn = |w: &SecretWarning| panic!("unexpected warning: {w}");
+        load_secret_key_with(&sk, Password::File(&password), &mut warn).unwrap();
+        // The key file itself: readable by others warns, writable by others refuses.
+        chmod(&sk, 0o644);
+        let mut warnings = Vec::new();
+        load_secret_key_with(&sk, Password::File(&password), &mut |w| {
+            warnings.push(w.to_string())
+        })
+        .unwrap();
+        assert!(warnings[0].contains("secret key"), "{warnings:?}");
+        chmod(&sk, 0o646);
+        let error = load_secret_key(&sk, Password::File(&password))
+            .unwrap_err()
+            .0;
+        assert!(error.contains("mode 0646"), "{error}");
     }
 
     #[test]
