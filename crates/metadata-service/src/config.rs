@@ -32,8 +32,21 @@ API:
 
 A POST may carry the baseline's minisign signature (base64 of the .minisig text) in
 X-Bulletproof-Signature; with --collector-key the signature is required and checked
-(403 otherwise). Without any token the service refuses to listen on anything but
-loopback.
+(403 otherwise). A PUT of a signature must verify with a --collector-key; without
+one, only the token that posted the baseline may PUT it (403 not_poster), and a
+stored signature is immutable (409) except to an admin token, which replaces it.
+
+Tokens: SCOPE:NAME:SECRET with SCOPE baseline|report|read|admin, or a bare SECRET
+(scope baseline). Token files are refused when group/world-writable. Without any
+token the service refuses to listen on anything but loopback.
+
+Connections: each client address (an IPv6 /64) holds at most
+--max-connections-per-client; a new one beyond closes that client's oldest idle
+connection (or is refused when all are busy). A response write that stalls for
+--write-timeout, a connection silent for --idle-timeout between requests, and an
+exchange longer than --request-timeout are closed; the --max-requests-per-connection'th
+answer carries Connection: close.
+
 Precedence: flags > environment > --config file > defaults.
 
 Exit status: 0 after a clean shutdown (SIGTERM, SIGINT), 2 on a configuration or
@@ -103,13 +116,32 @@ pub struct Cli {
     /// Connections served at once [default: 1024]
     #[arg(long, env = "METADATA_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Seconds a request (body included) may take [default: 120]
+    /// Connections one client address (an IPv6 /64) may hold at once; 0 = no cap.
+    /// Behind a load balancer or NAT every agent shares its address: raise it there
+    /// [default: 64]
+    #[arg(long, env = "METADATA_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+    /// Requests served on one connection before it is closed [default: 1000]
+    #[arg(long, env = "METADATA_MAX_REQUESTS_PER_CONNECTION", value_name = "N")]
+    pub max_requests_per_connection: Option<u64>,
+    /// Seconds a whole exchange may take, from the request's arrival (body included)
+    /// to the last byte of its answer [default: 120]
     #[arg(long, env = "METADATA_REQUEST_TIMEOUT", value_name = "SECS")]
     pub request_timeout: Option<u64>,
-    /// Seconds a client has to send request headers, also the keep-alive idle time
-    /// [default: 10]
+    /// Seconds a client has to send a request's headers [default: 10]
     #[arg(long, env = "METADATA_HEADER_TIMEOUT", value_name = "SECS")]
     pub header_timeout: Option<u64>,
+    /// Seconds a response write may make no progress (a client not reading its
+    /// answers) before the connection is closed [default: 10]
+    #[arg(long, env = "METADATA_WRITE_TIMEOUT", value_name = "SECS")]
+    pub write_timeout: Option<u64>,
+    /// Seconds a connection with no request in flight may stay silent [default: 5]
+    #[arg(long, env = "METADATA_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Bytes of upload bodies held in memory at once, over all uploads; at least
+    /// --max-body-bytes [default: 1073741824]
+    #[arg(long, env = "METADATA_UPLOAD_MEMORY_BYTES", value_name = "BYTES")]
+    pub upload_memory_bytes: Option<u64>,
     /// Bytes of baseline bodies cached in memory [default: 134217728]
     #[arg(long, env = "METADATA_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<u64>,
@@ -131,8 +163,13 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    pub max_requests_per_connection: Option<u64>,
     pub request_timeout: Option<u64>,
     pub header_timeout: Option<u64>,
+    pub write_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub upload_memory_bytes: Option<u64>,
     pub cache_bytes: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
@@ -149,12 +186,20 @@ pub struct Config {
     pub limits: Limits,
     pub server: ServerLimits,
     pub log_format: LogFormat,
+    /// Warnings found while resolving (a secret file others may read), logged at start.
+    pub warnings: Vec<String>,
 }
 
-fn read_token_file(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading token file {}", path.display()))?;
-    Ok(text
+/// Reads a token file (one token per line, `#` comments): a secret file, refused
+/// when group/world-writable or not root's or ours (anyone who can write it adds a
+/// token), with a warning (returned, logged once logging is up) when others may read it.
+fn read_token_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<String>> {
+    let secret = integrity_common::secret::read_secret(path, "token file")?;
+    if let Some(warning) = secret.warning() {
+        warnings.push(warning.to_string());
+    }
+    Ok(secret
+        .text()?
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -174,6 +219,7 @@ impl Config {
             limits: Limits::default(),
             server: ServerLimits::default(),
             log_format: LogFormat::Text,
+            warnings: Vec::new(),
         }
     }
 
@@ -193,8 +239,9 @@ impl Config {
         } else {
             cli.tokens
         };
+        let mut warnings = Vec::new();
         if let Some(path) = cli.token_file.or(file.token_file) {
-            tokens.extend(read_token_file(&path)?);
+            tokens.extend(read_token_file(&path, &mut warnings)?);
         }
         tokens.retain(|token| !token.trim().is_empty());
         for token in &mut tokens {
@@ -224,6 +271,29 @@ impl Config {
         if max_connections == 0 {
             bail!("max_connections must be at least 1");
         }
+        let max_requests_per_connection = cli
+            .max_requests_per_connection
+            .or(file.max_requests_per_connection)
+            .unwrap_or(server_defaults.max_requests_per_connection);
+        if max_requests_per_connection == 0 {
+            bail!("max_requests_per_connection must be at least 1");
+        }
+        let max_body_bytes = cli
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(limit_defaults.max_body_bytes);
+        let upload_memory_bytes = match cli.upload_memory_bytes.or(file.upload_memory_bytes) {
+            Some(bytes) if bytes < max_body_bytes => bail!(
+                "upload_memory_bytes ({bytes}) must be at least max_body_bytes ({max_body_bytes}): \
+                 a body of the largest accepted size must fit"
+            ),
+            Some(bytes) => bytes,
+            None => limit_defaults.upload_memory_bytes.max(max_body_bytes),
+        };
+        let request_timeout = secs(
+            cli.request_timeout.or(file.request_timeout),
+            limit_defaults.request_timeout,
+        )?;
         Ok(Config {
             listen: cli
                 .listen
@@ -241,14 +311,9 @@ impl Config {
             },
             tls,
             limits: Limits {
-                max_body_bytes: cli
-                    .max_body_bytes
-                    .or(file.max_body_bytes)
-                    .unwrap_or(limit_defaults.max_body_bytes),
-                request_timeout: secs(
-                    cli.request_timeout.or(file.request_timeout),
-                    limit_defaults.request_timeout,
-                )?,
+                max_body_bytes,
+                upload_memory_bytes,
+                request_timeout,
                 cache_bytes: cli
                     .cache_bytes
                     .or(file.cache_bytes)
@@ -257,16 +322,30 @@ impl Config {
             },
             server: ServerLimits {
                 max_connections,
+                max_connections_per_client: cli
+                    .max_connections_per_client
+                    .or(file.max_connections_per_client)
+                    .unwrap_or(server_defaults.max_connections_per_client),
                 header_timeout: secs(
                     cli.header_timeout.or(file.header_timeout),
                     server_defaults.header_timeout,
                 )?,
+                write_timeout: secs(
+                    cli.write_timeout.or(file.write_timeout),
+                    server_defaults.write_timeout,
+                )?,
+                idle_timeout: secs(
+                    cli.idle_timeout.or(file.idle_timeout),
+                    server_defaults.idle_timeout,
+                )?,
+                max_requests_per_connection,
                 ..server_defaults
             },
             log_format: cli
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
+            warnings,
         })
     }
 }

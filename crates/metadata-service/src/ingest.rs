@@ -44,6 +44,12 @@ pub struct BaselineMeta {
     pub zstd_size: Option<u64>,
     /// When the service acknowledged it (RFC 3339, UTC).
     pub stored_at: String,
+    /// Who posted it: a domain-separated digest of the write token (never the token
+    /// itself), so that only that token may add its signature later (DESIGN §7; see
+    /// `auth::Caller`; `loopback` on a service without tokens). `None` for baselines
+    /// stored before this was recorded: only an admin token may sign those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_by: Option<String>,
 }
 
 impl BaselineMeta {
@@ -112,6 +118,7 @@ pub fn validate(body: &[u8]) -> Result<BaselineMeta, Invalid> {
         gzip_size: None,
         zstd_size: None,
         stored_at: integrity_common::manifest::now_timestamp(),
+        posted_by: None,
     })
 }
 

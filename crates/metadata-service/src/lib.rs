@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
@@ -31,6 +32,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let addrs = server::resolve(&config.listen)?;
     if config.tokens.is_empty() {
         if let Some(public) = addrs.iter().find(|addr| !addr.ip().is_loopback()) {
@@ -50,6 +54,8 @@ pub async fn run(
     let data = config.data.clone();
     let store =
         tokio::task::spawn_blocking(move || SledStore::open(&data, SLED_CACHE_BYTES)).await??;
+    // What start-up rebuilt or moved to lost+found (each logged by the store already).
+    let recovery = store.recovery().clone();
     let collector_keys = config
         .collector_keys
         .iter()
@@ -64,6 +70,7 @@ pub async fn run(
         config.limits.clone(),
         collector_keys,
     )?;
+    state.metrics.record_recovery(&recovery);
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -87,7 +94,11 @@ pub async fn run(
         router,
         state.clone(),
         tls,
-        config.server.clone(),
+        server::ServerLimits {
+            // One deadline: the router's 408 and the connection's exchange deadline.
+            request_timeout: config.limits.request_timeout,
+            ..config.server.clone()
+        },
         shutdown,
     )
     .await;

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): requests by route, method and
-//! status, a latency histogram, stored baselines, store size and open connections.
+//! status, a latency histogram, stored baselines, store size, open connections, and
+//! what the store's start-up recovered.
 //!
 //! Every label comes from a closed set, so no client can grow `/metrics` (or the
 //! service's memory) by sending made-up values: the route is the matched route
@@ -13,11 +14,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::store::Recovery;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
     method: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveryLabels {
+    /// `rebuilt`, `signature_restored` or `lost_found`.
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +59,9 @@ pub struct Metrics {
     pub baselines: Gauge,
     pub store_bytes: Gauge,
     pub connections: Gauge,
+    connections_refused: Counter,
+    connections_evicted: Counter,
+    store_recovered: Family<RecoveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +101,25 @@ impl Metrics {
             "Client connections currently open",
             connections.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once: their client address held its cap, all busy",
+            connections_refused.clone(),
+        );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to make room for a new one of the same client address",
+            connections_evicted.clone(),
+        );
+        let store_recovered = Family::<RecoveryLabels, Counter>::default();
+        registry.register(
+            "store_recovered",
+            "What the store's start-up did with files its index did not explain: index \
+             entries rebuilt, signatures restored into the index, files moved to lost+found",
+            store_recovered.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -96,6 +127,23 @@ impl Metrics {
             baselines,
             store_bytes,
             connections,
+            connections_refused,
+            connections_evicted,
+            store_recovered,
+        }
+    }
+
+    /// Counts what opening the store recovered (every outcome shows, zero included, so
+    /// an alert can watch `lost_found`).
+    pub fn record_recovery(&self, recovery: &Recovery) {
+        for (outcome, count) in [
+            ("rebuilt", recovery.rebuilt),
+            ("signature_restored", recovery.signatures_restored),
+            ("lost_found", recovery.lost_found),
+        ] {
+            self.store_recovered
+                .get_or_create(&RecoveryLabels { outcome })
+                .inc_by(count);
         }
     }
 
@@ -114,6 +162,16 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// A connection refused by the per-client cap.
+    pub fn refused_connection(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// An idle connection closed to make room for its client.
+    pub fn evicted_connection(&self) {
+        self.connections_evicted.inc();
     }
 
     /// The OpenMetrics text exposition.

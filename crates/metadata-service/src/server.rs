@@ -1,8 +1,10 @@
-//! The accept loop: a bounded number of connections, a deadline for request headers
-//! (idle or slow clients are dropped, so they cannot hold the connection slots), TLS
-//! when configured, and a graceful shutdown that lets in-flight requests finish.
+//! The accept loop: a bounded number of connections (in all, and per client address),
+//! a deadline for request headers, the write, idle and exchange deadlines of
+//! `conn.rs` (so idle, slow or non-reading clients cannot hold the connection slots),
+//! TLS when configured, and a graceful shutdown that lets in-flight requests finish.
 
 use crate::app::AppState;
+use crate::conn::{ClientSlots, ConnLimits, Exchange, Guarded};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -22,8 +24,21 @@ use tower::ServiceExt;
 pub struct ServerLimits {
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (also the keep-alive idle time).
+    /// Connections one client address (an IPv6 /64) may hold at once; 0 = no cap.
+    pub max_connections_per_client: usize,
+    /// Time a client has to send a request's headers, counted from when the server is
+    /// ready to read them.
     pub header_timeout: Duration,
+    /// A response write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// A connection with no request in flight that sends nothing for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Deadline of one exchange, from the request reaching the router to the last
+    /// byte of its answer (the same value as `Limits::request_timeout`).
+    pub request_timeout: Duration,
+    /// Requests served on one connection; the last answer carries `Connection: close`.
+    pub max_requests_per_connection: u64,
     /// Time a TLS handshake may take.
     pub tls_handshake_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -34,7 +49,12 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 1024,
+            max_connections_per_client: 64,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(120),
+            max_requests_per_connection: 1000,
             tls_handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -56,7 +76,13 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfi
         "no certificate in {} (expected PEM)",
         cert.display()
     );
-    let key = PrivateKeyDer::from_pem_file(key)
+    // The key is a secret file: refused when others can write it, warned about when
+    // they can read it.
+    let secret = integrity_common::secret::read_secret(key, "TLS private key")?;
+    if let Some(warning) = secret.warning() {
+        tracing::warn!("{warning}");
+    }
+    let key = PrivateKeyDer::from_pem_slice(secret.as_bytes())
         .with_context(|| format!("reading TLS private key {} (expected PEM)", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -81,6 +107,13 @@ pub async fn serve(
 ) {
     let tls = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let clients = ClientSlots::new(limits.max_connections_per_client);
+    let conn_limits = ConnLimits {
+        write_timeout: limits.write_timeout,
+        idle_timeout: limits.idle_timeout,
+        request_timeout: limits.request_timeout,
+        max_requests: limits.max_requests_per_connection.max(1),
+    };
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -107,11 +140,33 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let exchange = Exchange::new();
+        let Some(client_slot) = clients.take(peer.ip(), &exchange) else {
+            // Over the per-client cap with every connection busy: closed at once, the
+            // global slot given back.
+            tracing::debug!(%peer, "connection refused: per-client cap");
+            state.metrics.refused_connection();
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
+        let requests = exchange.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
+            let (number, in_flight) = requests.begin(conn_limits.request_timeout);
+            let answer = router.clone().oneshot(request);
+            async move {
+                let mut response = answer.await?;
+                if number >= conn_limits.max_requests {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                drop(in_flight);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let http = http.clone();
         let watcher = graceful.watcher();
@@ -120,29 +175,47 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _client_slot = client_slot;
             state.metrics.connections.inc();
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tcp), service))
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(stream), service))
-                                .await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
+            let evict_watch = exchange.clone();
+            let serve = async move {
+                match tls {
+                    None => {
+                        watcher
+                            .watch(http.serve_connection(
+                                TokioIo::new(Guarded::new(tcp, exchange, conn_limits)),
+                                service,
+                            ))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                watcher
+                                    .watch(http.serve_connection(
+                                        TokioIo::new(Guarded::new(stream, exchange, conn_limits)),
+                                        service,
+                                    ))
+                                    .await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
                         }
                     }
+                }
+            };
+            let result = tokio::select! {
+                result = serve => result,
+                () = evict_watch.evicted() => {
+                    tracing::debug!(%peer, "idle connection closed to make room for its client");
+                    state.metrics.evicted_connection();
+                    Ok(())
                 }
             };
             if let Err(error) = result {

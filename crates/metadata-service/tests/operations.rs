@@ -527,7 +527,7 @@ fn restart_with_many_baselines_is_quick() {
 }
 
 #[test]
-fn leftovers_of_an_interrupted_write_are_removed_at_start() {
+fn leftovers_of_an_interrupted_write_are_cleared_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &[]);
     let doc = baseline("img-kept", 10);
@@ -541,7 +541,14 @@ fn leftovers_of_an_interrupted_write_are_removed_at_start() {
     std::fs::write(&temp, b"{\"image_id\":").unwrap();
 
     let server = start(dir.path(), &[]);
+    // The temp file is removed; the orphan (not a baseline, so not rebuilt) is kept
+    // aside in lost+found, never deleted.
     assert!(!orphan.exists() && !temp.exists());
+    let kept = dir
+        .path()
+        .join("lost+found")
+        .join(orphan.file_name().unwrap());
+    assert_eq!(std::fs::read(kept).unwrap(), b"{}");
     assert_eq!(get(&server, "/baselines/img-kept", &[]).body, doc);
     assert_eq!(
         get(&server, "/baselines", &[]).json()["baselines"]

@@ -1,0 +1,77 @@
+//! The one error type of the API: a status and the JSON body `{"error", "detail"}`.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
+use http::StatusCode;
+use serde::Serialize;
+
+/// An error answer: a status and the JSON body `{"error": …, "detail": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) error: &'static str,
+    pub(crate) detail: String,
+    /// Extra fields (e.g. the stored digest on a 409).
+    pub(crate) sha256: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+            sha256: None,
+        }
+    }
+
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the service log",
+        )
+    }
+
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.error,
+            detail: &self.detail,
+            sha256: self.sha256.as_deref(),
+        })
+        .unwrap_or_default();
+        let mut response = (self.status, json_body(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"metadata-service\""),
+            );
+        }
+        response
+    }
+}
+
+pub(crate) fn json_body(bytes: Vec<u8>) -> ([(header::HeaderName, HeaderValue); 1], Vec<u8>) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+}

@@ -1,0 +1,335 @@
+//! The HTTP API (DESIGN §6): routes, handlers, JSON errors, content negotiation and
+//! the per-request middleware (timeout, metrics, request log). Handlers by resource:
+//! `baselines.rs`, `signatures.rs`; `error.rs` is the one error type, `cache.rs` the
+//! body cache.
+
+mod baselines;
+mod cache;
+mod error;
+mod signatures;
+
+use baselines::{get_baseline, list_baselines, post_baseline};
+use cache::BodyCache;
+use error::json_body;
+pub use error::ApiError;
+use signatures::{get_signature, put_signature};
+
+use crate::auth::{AuthError, Caller, Scope, Tokens};
+use crate::ingest::BaselineMeta;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Limits and knobs of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted `POST /baselines` body.
+    pub max_body_bytes: u64,
+    /// Time a whole request (body included) may take before it is answered `408`.
+    pub request_timeout: Duration,
+    /// Uploads validated and compressed at once; others wait (bounds CPU and memory).
+    /// The slot is taken after the body has arrived, so slow senders cannot hold it.
+    pub concurrent_uploads: usize,
+    /// Bytes of request bodies held in memory at once, over all uploads (taken as the
+    /// bytes arrive); at least `max_body_bytes`.
+    pub upload_memory_bytes: u64,
+    /// Bytes of baseline bodies kept in memory for GETs.
+    pub cache_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A 1,000,000-entry baseline is about 200 MB; leave room for long paths.
+            max_body_bytes: 512 * 1024 * 1024,
+            request_timeout: Duration::from_secs(120),
+            concurrent_uploads: 2,
+            upload_memory_bytes: 1024 * 1024 * 1024,
+            cache_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of every request.
+pub struct AppState {
+    store: Arc<dyn Store>,
+    /// Metadata of every stored baseline, loaded at start-up: listings, `404`s and
+    /// `304`s never touch the store.
+    metas: RwLock<BTreeMap<String, Arc<BaselineMeta>>>,
+    /// Stored bodies (immutable, so a cache entry never goes stale).
+    cache: BodyCache,
+    tokens: Tokens,
+    /// Collector keys: when any, every stored baseline carries a signature by one.
+    collector_keys: Vec<integrity_trust::PublicKey>,
+    limits: Limits,
+    uploads: Semaphore,
+    /// Memory for bodies being received, in `BUDGET_UNIT`s (see `read_body`).
+    upload_budget: Semaphore,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Builds the state, reading every stored baseline's metadata.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: Tokens,
+        limits: Limits,
+        collector_keys: Vec<integrity_trust::PublicKey>,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        let metas: BTreeMap<_, _> = store
+            .list()?
+            .into_iter()
+            .map(|meta| (meta.image_id.clone(), Arc::new(meta)))
+            .collect();
+        let metrics = Metrics::new();
+        metrics.baselines.set(metas.len() as i64);
+        let cache = BodyCache::new(limits.cache_bytes);
+        Ok(Arc::new(AppState {
+            uploads: Semaphore::new(limits.concurrent_uploads.max(1)),
+            upload_budget: Semaphore::new(budget_units(
+                limits.upload_memory_bytes.max(limits.max_body_bytes),
+            ) as usize),
+            store,
+            metas: RwLock::new(metas),
+            cache,
+            tokens,
+            collector_keys,
+            limits,
+            metrics,
+        }))
+    }
+
+    fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
+        self.metas.read().expect("metas").get(image_id).cloned()
+    }
+
+    /// Flushes the store (at shutdown).
+    pub fn flush_store(&self) -> Result<(), crate::store::StoreError> {
+        self.store.flush()
+    }
+
+    pub fn baseline_count(&self) -> usize {
+        self.metas.read().expect("metas").len()
+    }
+}
+
+/// The caller of a request that needs a token of scope `needed` (or `admin`).
+fn auth(state: &AppState, headers: &HeaderMap, needed: Scope) -> Result<Caller, ApiError> {
+    state
+        .tokens
+        .check(headers, needed)
+        .map_err(|error| match error {
+            AuthError::Missing => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this request needs an `Authorization: Bearer <token>` header",
+            ),
+            AuthError::Invalid => {
+                tracing::warn!("request refused: unknown bearer token");
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the bearer token is not one the service accepts",
+                )
+            }
+            AuthError::Scope => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token's scope does not allow this request (needs {needed:?})"),
+            ),
+        })
+}
+
+fn image_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_image_id",
+            rejection.body_text(),
+        )
+    })?;
+    integrity_common::validate_image_id(&id)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_image_id", why))?;
+    Ok(id)
+}
+
+/// Unit of the upload memory budget (a tokio semaphore counts `u32` permits).
+const BUDGET_UNIT: u64 = 1024;
+
+/// Permits of the upload budget for `bytes` bytes.
+fn budget_units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX)
+}
+
+/// Reads a request body of at most `limit` bytes: `413` beyond, refused from
+/// `Content-Length` before a byte of it is read when the client announces it.
+///
+/// With a `budget`, memory for the body is taken from it as the bytes arrive (not up
+/// front), so a slow client holds only what it has sent, and all bodies being read at
+/// once never hold more than the budget; the permit is returned with the body and
+/// released when the caller drops it. Waiting for the budget, like the read itself, is
+/// bounded by the request deadline (`observe`).
+async fn read_body<'a>(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: u64,
+    budget: Option<&'a Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'a>>), ApiError> {
+    let too_large = |size: Option<u64>| {
+        let detail = match size {
+            Some(size) => format!("body is {size} bytes; this service accepts at most {limit}"),
+            None => format!("body is larger than the {limit} bytes this service accepts"),
+        };
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", detail)
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(size) = announced.filter(|size| *size > limit) {
+        return Err(too_large(Some(size)));
+    }
+    let mut held: Option<tokio::sync::SemaphorePermit<'a>> = None;
+    // Room for what the client announced, up to 16 MiB; beyond, it grows as bytes come.
+    let mut collected =
+        bytes::BytesMut::with_capacity(announced.map_or(0, |size| size.min(16 << 20)) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("reading the request body: {error}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = collected.len() as u64 + data.len() as u64;
+        if total > limit {
+            return Err(too_large(None));
+        }
+        if let Some(budget) = budget {
+            let have = held.as_ref().map_or(0, |permit| permit.num_permits()) as u32;
+            let need = budget_units(total).saturating_sub(have);
+            if need > 0 {
+                let more = budget
+                    .acquire_many(need)
+                    .await
+                    .map_err(ApiError::internal)?;
+                match &mut held {
+                    Some(permit) => permit.merge(more),
+                    None => held = Some(more),
+                }
+            }
+        }
+        collected.extend_from_slice(&data);
+    }
+    Ok((collected.freeze(), held))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)
+}
+
+async fn healthz() -> Response {
+    json_body(br#"{"status":"ok"}"#.to_vec()).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let worker = state.clone();
+    if let Ok(Ok(bytes)) = blocking(move || worker.store.size_on_disk()).await {
+        state.metrics.store_bytes.set(bytes as i64);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Timeout, metrics and the request log around every request. Only the method, the
+/// route template, the status and the time are recorded: never headers (tokens) and
+/// never bodies.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} s",
+                state.limits.request_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe(&route, method.as_str(), status, elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, status, micros = elapsed.as_micros() as u64, "request");
+    response
+}
+
+/// The service's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/baselines", get(list_baselines).post(post_baseline))
+        .route("/baselines/{image_id}", get(get_baseline))
+        .route(
+            "/baselines/{image_id}/signature",
+            put(put_signature).get(get_signature),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}

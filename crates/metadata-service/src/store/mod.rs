@@ -1,0 +1,112 @@
+//! Storage behind the API: a small trait that says what the service needs from a store
+//! (and promises: an insert returns only once it is durable), and its default
+//! implementation on an embedded sled database.
+//!
+//! The trait speaks in whole immutable documents and "insert if absent", which any
+//! server-grade backend (PostgreSQL, an object store with conditional puts) offers, so a
+//! second backend does not need sled's shape.
+//!
+//! * `sled.rs` — [`SledStore`]: the index in sled, each body and signature a file.
+//! * `recover.rs` — what [`SledStore::open`] does with files no index entry names:
+//!   rebuild the entry from a body that proves itself, or move the file aside. Nothing
+//!   but temp files is ever deleted.
+
+mod recover;
+mod sled;
+
+pub use self::sled::SledStore;
+
+use crate::ingest::{BaselineMeta, Encoding, Prepared};
+use bytes::Bytes;
+
+/// A store failure (I/O, corruption): the request gets a 500 and nothing is
+/// acknowledged.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<::sled::Error> for StoreError {
+    fn from(error: ::sled::Error) -> Self {
+        StoreError(format!("sled: {error}"))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        StoreError(format!("I/O: {error}"))
+    }
+}
+
+/// Outcome of [`Store::insert`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored and durable.
+    Created,
+    /// A baseline with this image id was already stored (baselines are immutable);
+    /// carries the stored one's metadata.
+    Exists(Box<BaselineMeta>),
+}
+
+/// Outcome of [`Store::put_signature`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignaturePut {
+    /// Stored and durable.
+    Created,
+    /// The same bytes were already stored.
+    Unchanged,
+    /// A different signature is already stored; signatures are immutable like
+    /// baselines.
+    Conflict,
+    /// No baseline with this image id.
+    NoBaseline,
+}
+
+/// What opening a store found that its index did not explain, and what it did about
+/// it (see `recover.rs`). All zero after a clean shutdown or an ordinary crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Index entries rebuilt from a body that hashes to its name and validates: the
+    /// baseline is served again.
+    pub rebuilt: u64,
+    /// Signatures put back into the index from their files (with a rebuilt entry, or
+    /// beside an entry whose signature record was lost or older than its file).
+    pub signatures_restored: u64,
+    /// Files moved to `lost+found/` because nothing could explain them.
+    pub lost_found: u64,
+    /// Temporary files of interrupted writes, removed (never acknowledged).
+    pub temp_removed: u64,
+}
+
+/// What the service needs from a store. Every method may block (call from a blocking
+/// thread); every write returns only after it is durable.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a baseline unless one with the same image id exists. Atomic: after a crash
+    /// either all of it is readable or none of it.
+    fn insert(&self, baseline: &Prepared) -> Result<Inserted, StoreError>;
+    /// Metadata of every stored baseline, in image id order.
+    fn list(&self) -> Result<Vec<BaselineMeta>, StoreError>;
+    /// One stored form of a baseline; `None` if the baseline or that form is absent.
+    fn body(&self, image_id: &str, encoding: Encoding) -> Result<Option<Bytes>, StoreError>;
+    /// Stores the signature of a stored baseline.
+    fn put_signature(&self, image_id: &str, signature: &[u8]) -> Result<SignaturePut, StoreError>;
+    /// Stores the signature of a stored baseline in place of any earlier one (an
+    /// admin's correction); `Created` or `Unchanged`, or `NoBaseline`.
+    fn replace_signature(
+        &self,
+        image_id: &str,
+        signature: &[u8],
+    ) -> Result<SignaturePut, StoreError>;
+    /// The stored signature of a baseline.
+    fn signature(&self, image_id: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Bytes the store occupies on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Flushes anything buffered (called at shutdown; writes are already durable).
+    fn flush(&self) -> Result<(), StoreError>;
+}

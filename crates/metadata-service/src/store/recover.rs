@@ -1,0 +1,782 @@
+//! Start-up accounting of `objects/`: the store never deletes what it cannot explain.
+//!
+//! A file no index entry names is what a crash between writing it and committing its
+//! index entry leaves, or what a damaged or lost index (sled drops what it cannot read
+//! back, or `index/` is gone) leaves behind. Such a file may be acknowledged data, so:
+//!
+//! * temporary files (`.tmp-*`, never renamed into place, never acknowledged) are
+//!   removed;
+//! * a body `<sha256>.json` that hashes to its name, passes the one validator and whose
+//!   image id has no entry gets its index entry back (`posted_by` is unknown; `stored_at`
+//!   is the file's mtime), with each compressed form that decompresses to exactly that
+//!   body and its signature file: it is served again;
+//! * a signature file beside an indexed baseline whose record is missing or differs
+//!   (the file is always written first, so it is the newer) goes back into the index;
+//!   a signature record without its file (stores written before signatures had files)
+//!   gets its file;
+//! * anything else unreferenced (digest mismatch, invalid body, an image id indexed with
+//!   other bytes or claimed by two bodies, a compressed form without its body or not
+//!   decompressing to it, a name this store does not write) is moved to `lost+found/`,
+//!   under its own name (a numeric suffix if taken; nothing is overwritten), with a
+//!   warning saying why.
+
+use super::sled::{suffix, SledStore, SIGNATURE_SUFFIX, TEMP_PREFIX};
+use super::{Recovery, Store, StoreError};
+use crate::ingest::{self, BaselineMeta, Encoding, Invalid};
+use integrity_common::Sha256Digest;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The files of one digest found under `objects/`.
+#[derive(Default)]
+struct Group {
+    identity: Option<PathBuf>,
+    gzip: Option<PathBuf>,
+    zstd: Option<PathBuf>,
+    signature: Option<PathBuf>,
+}
+
+impl Group {
+    fn slot(&mut self, kind: Kind) -> &mut Option<PathBuf> {
+        match kind {
+            Kind::Form(Encoding::Identity) => &mut self.identity,
+            Kind::Form(Encoding::Gzip) => &mut self.gzip,
+            Kind::Form(Encoding::Zstd) => &mut self.zstd,
+            Kind::Signature => &mut self.signature,
+        }
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.identity, &self.gzip, &self.zstd, &self.signature]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Form(Encoding),
+    Signature,
+}
+
+/// `<64 lowercase hex>.<suffix>` → the digest and what the file holds.
+fn parse_name(name: &str) -> Option<(&str, Kind)> {
+    let (sha, rest) = name.split_once('.')?;
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let kind = [Encoding::Identity, Encoding::Gzip, Encoding::Zstd]
+        .into_iter()
+        .find(|encoding| suffix(*encoding) == rest)
+        .map(Kind::Form)
+        .or((rest == SIGNATURE_SUFFIX).then_some(Kind::Signature))?;
+    Some((sha, kind))
+}
+
+/// An unreferenced body that proved itself, with what else of it checked out.
+struct Candidate {
+    meta: BaselineMeta,
+    signature: Option<Vec<u8>>,
+    /// Every file of it still in `objects/` (moved together if it cannot be rebuilt).
+    files: Vec<PathBuf>,
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads a signature file, bounded; `Err` says why it is not one.
+fn read_signature(path: &Path) -> Result<Result<Vec<u8>, String>, StoreError> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(ingest::MAX_SIGNATURE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(ingest::validate_signature(&bytes)
+        .map(|()| bytes)
+        .map_err(|Invalid(why)| why))
+}
+
+/// Whether the compressed form at `path` decompresses to exactly `body` (reading at
+/// most one byte more, so a bomb costs nothing).
+fn decompresses_to(path: &Path, encoding: Encoding, body: &[u8]) -> Result<bool, StoreError> {
+    let file = File::open(path)?;
+    let limit = body.len() as u64 + 1;
+    let mut out = Vec::with_capacity(body.len());
+    let read = match encoding {
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(file)
+            .take(limit)
+            .read_to_end(&mut out),
+        Encoding::Zstd => match zstd::stream::read::Decoder::new(file) {
+            Ok(decoder) => decoder.take(limit).read_to_end(&mut out),
+            Err(error) => Err(error),
+        },
+        Encoding::Identity => return Ok(false),
+    };
+    Ok(read.is_ok() && out == body)
+}
+
+/// `time` as RFC 3339 UTC to the second (`stored_at`'s format), or `None` before 1970.
+pub(super) fn rfc3339(time: SystemTime) -> Option<String> {
+    let secs = time.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    ))
+}
+
+/// Moves files to `lost+found/` (created 0700 on first use), never overwriting.
+struct LostFound {
+    dir: PathBuf,
+    created: bool,
+    moved: u64,
+}
+
+impl LostFound {
+    fn new(data: &Path) -> Self {
+        LostFound {
+            dir: data.join("lost+found"),
+            created: false,
+            moved: 0,
+        }
+    }
+
+    fn put(&mut self, path: &Path, reason: &str) -> Result<(), StoreError> {
+        if !self.created {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+                Ok(()) => {
+                    if let Some(parent) = self.dir.parent() {
+                        File::open(parent)?.sync_all()?;
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(StoreError(format!(
+                        "cannot create {}: {error}",
+                        self.dir.display()
+                    )))
+                }
+            }
+            self.created = true;
+        }
+        let name = file_name(path);
+        let mut target = self.dir.join(&name);
+        // sled holds its lock on the data directory: nothing else writes here now.
+        let mut n = 0;
+        while target.symlink_metadata().is_ok() {
+            n += 1;
+            target = self.dir.join(format!("{name}.{n}"));
+        }
+        std::fs::rename(path, &target).map_err(|error| {
+            StoreError(format!(
+                "cannot move {} to {} (nothing is deleted, so the store does not start): \
+                 {error}",
+                path.display(),
+                target.display()
+            ))
+        })?;
+        tracing::warn!(
+            file = %name,
+            reason,
+            moved_to = %target.display(),
+            "store: an object nothing explains was moved to lost+found"
+        );
+        self.moved += 1;
+        Ok(())
+    }
+
+    fn put_all<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a PathBuf>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        paths
+            .into_iter()
+            .try_for_each(|path| self.put(path, reason))
+    }
+
+    /// fsync of both directories, so the moves are durable.
+    fn sync(&self, objects: &Path) -> Result<(), StoreError> {
+        if self.moved > 0 {
+            File::open(&self.dir)?.sync_all()?;
+            File::open(objects)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Accounts for every file under `objects/` (see the module docs). Runs in
+    /// [`SledStore::open`], before the first request.
+    pub(super) fn recover(&self) -> Result<Recovery, StoreError> {
+        let mut recovery = Recovery::default();
+        let mut lost = LostFound::new(&self.dir);
+        let indexed: HashMap<String, BaselineMeta> = self
+            .list()?
+            .into_iter()
+            .map(|meta| (meta.sha256.clone(), meta))
+            .collect();
+        let indexed_ids: HashMap<&str, &str> = indexed
+            .values()
+            .map(|meta| (meta.image_id.as_str(), meta.sha256.as_str()))
+            .collect();
+
+        let mut entries: Vec<_> = std::fs::read_dir(&self.objects)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|entry| entry.file_name());
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let regular = entry.file_type()?.is_file();
+            if regular && name.starts_with(TEMP_PREFIX) {
+                tracing::info!(file = %name, "store: removing the temporary file of an interrupted write");
+                std::fs::remove_file(&path)?;
+                recovery.temp_removed += 1;
+                continue;
+            }
+            match parse_name(&name) {
+                _ if !regular => lost.put(&path, "not a regular file")?,
+                Some((sha, kind)) => {
+                    *groups.entry(sha.to_owned()).or_default().slot(kind) = Some(path)
+                }
+                None => lost.put(&path, "not a name this store writes")?,
+            }
+        }
+
+        let mut candidates: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        let mut wrote_signature_files = false;
+        for (sha, group) in &groups {
+            match indexed.get(sha) {
+                Some(meta) => {
+                    let outcome = self.check_indexed(meta, group, &mut lost)?;
+                    recovery.signatures_restored += u64::from(outcome.restored);
+                    wrote_signature_files |= outcome.wrote_file;
+                }
+                None => {
+                    if let Some(candidate) = self.explain(sha, group, &mut lost)? {
+                        candidates
+                            .entry(candidate.meta.image_id.clone())
+                            .or_default()
+                            .push(candidate);
+                    }
+                }
+            }
+        }
+        // Indexed bodies that are missing are not ours to invent; say so loudly.
+        let present: HashSet<&str> = groups
+            .iter()
+            .filter(|(_, group)| group.identity.is_some())
+            .map(|(sha, _)| sha.as_str())
+            .collect();
+        for meta in indexed.values() {
+            if !present.contains(meta.sha256.as_str()) {
+                tracing::error!(
+                    image_id = %meta.image_id,
+                    sha256 = %meta.sha256,
+                    "store: the index names a body that is not in objects/"
+                );
+            }
+        }
+
+        for (image_id, mut claims) in candidates {
+            if let Some(sha) = indexed_ids.get(image_id.as_str()) {
+                for claim in &claims {
+                    lost.put_all(
+                        &claim.files,
+                        &format!("image id {image_id} is already stored with other bytes ({sha})"),
+                    )?;
+                }
+                continue;
+            }
+            if claims.len() > 1 {
+                let reason = format!(
+                    "image id {image_id} is claimed by {} bodies no index entry names; which one \
+                     was acknowledged cannot be told",
+                    claims.len()
+                );
+                for claim in &claims {
+                    lost.put_all(&claim.files, &reason)?;
+                }
+                continue;
+            }
+            let claim = claims.remove(0);
+            self.rebuild(&claim)?;
+            recovery.rebuilt += 1;
+            recovery.signatures_restored += u64::from(claim.signature.is_some());
+        }
+
+        if wrote_signature_files {
+            self.sync_objects()?;
+        }
+        lost.sync(&self.objects)?;
+        if recovery.rebuilt + recovery.signatures_restored > 0 {
+            self.db.flush()?;
+        }
+        recovery.lost_found = lost.moved;
+        if recovery.rebuilt + recovery.signatures_restored + recovery.lost_found > 0 {
+            tracing::warn!(
+                rebuilt = recovery.rebuilt,
+                signatures_restored = recovery.signatures_restored,
+                lost_found = recovery.lost_found,
+                lost_found_dir = %lost.dir.display(),
+                "store: the index did not name every object; see the warnings above"
+            );
+        }
+        Ok(recovery)
+    }
+
+    /// An indexed baseline's files: compressed forms the index does not name go to
+    /// lost+found; its signature file and record are reconciled.
+    fn check_indexed(
+        &self,
+        meta: &BaselineMeta,
+        group: &Group,
+        lost: &mut LostFound,
+    ) -> Result<SignatureOutcome, StoreError> {
+        for (encoding, path) in [(Encoding::Gzip, &group.gzip), (Encoding::Zstd, &group.zstd)] {
+            if let Some(path) = path {
+                if !meta.has(encoding) {
+                    lost.put(
+                        path,
+                        &format!(
+                            "a compressed form of {} the index does not name",
+                            meta.image_id
+                        ),
+                    )?;
+                }
+            }
+        }
+        let mut outcome = SignatureOutcome::default();
+        let id = meta.image_id.as_str();
+        let record = self.signatures.get(id)?;
+        let file = match &group.signature {
+            None => None,
+            Some(path) => match read_signature(path)? {
+                Ok(bytes) => Some(bytes),
+                Err(why) => {
+                    lost.put(path, &format!("not a minisign signature: {why}"))?;
+                    None
+                }
+            },
+        };
+        match (record, file) {
+            (None, None) => {}
+            (Some(record), None) => {
+                // A record without its file: a store from before signature files.
+                self.write_file(&self.signature_path(&meta.sha256), &record)?;
+                outcome.wrote_file = true;
+                tracing::info!(
+                    image_id = id,
+                    "store: signature written beside its baseline"
+                );
+            }
+            (record, Some(file)) if record.as_deref() != Some(&file[..]) => {
+                self.signatures.insert(id, &file[..])?;
+                outcome.restored = true;
+                tracing::warn!(
+                    image_id = id,
+                    had_record = record.is_some(),
+                    "store: signature restored into the index from its file (written first, \
+                     so the newer)"
+                );
+            }
+            (_, Some(_)) => {}
+        }
+        Ok(outcome)
+    }
+
+    /// An unreferenced digest: a candidate for rebuilding if its body proves itself;
+    /// otherwise its files go to lost+found.
+    fn explain(
+        &self,
+        sha: &str,
+        group: &Group,
+        lost: &mut LostFound,
+    ) -> Result<Option<Candidate>, StoreError> {
+        let Some(identity) = &group.identity else {
+            lost.put_all(
+                group.paths(),
+                &format!("no index entry and no body {sha}.json it could belong to"),
+            )?;
+            return Ok(None);
+        };
+        let body = std::fs::read(identity)?;
+        let actual = Sha256Digest::of(&body).to_hex();
+        if actual != sha {
+            lost.put(
+                identity,
+                &format!("its content does not hash to its name (sha256 {actual})"),
+            )?;
+            let others: Vec<_> = group.paths().filter(|path| *path != identity).collect();
+            lost.put_all(
+                others,
+                &format!("its body {sha}.json does not hash to its name"),
+            )?;
+            return Ok(None);
+        }
+        let mut meta = match ingest::validate(&body) {
+            Ok(meta) => meta,
+            Err(Invalid(why)) => {
+                lost.put_all(group.paths(), &format!("not a valid baseline: {why}"))?;
+                return Ok(None);
+            }
+        };
+        let mut files = vec![identity.clone()];
+        for (encoding, path) in [(Encoding::Gzip, &group.gzip), (Encoding::Zstd, &group.zstd)] {
+            let Some(path) = path else { continue };
+            if decompresses_to(path, encoding, &body)? {
+                let size = Some(std::fs::metadata(path)?.len());
+                match encoding {
+                    Encoding::Gzip => meta.gzip_size = size,
+                    _ => meta.zstd_size = size,
+                }
+                files.push(path.clone());
+            } else {
+                lost.put(path, &format!("does not decompress to its body {sha}.json"))?;
+            }
+        }
+        let mut signature = None;
+        if let Some(path) = &group.signature {
+            match read_signature(path)? {
+                Ok(bytes) => {
+                    signature = Some(bytes);
+                    files.push(path.clone());
+                }
+                Err(why) => lost.put(path, &format!("not a minisign signature: {why}"))?,
+            }
+        }
+        if let Some(stored_at) = std::fs::metadata(identity)
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(rfc3339)
+        {
+            meta.stored_at = stored_at;
+        }
+        Ok(Some(Candidate {
+            meta,
+            signature,
+            files,
+        }))
+    }
+
+    /// Commits a rebuilt index entry (and its signature record) if the id is free.
+    fn rebuild(&self, claim: &Candidate) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let meta = &claim.meta;
+        let key = meta.image_id.as_bytes();
+        let meta_json = serde_json::to_vec(meta)
+            .map_err(|error| StoreError(format!("encoding metadata: {error}")))?;
+        let outcome = (&self.meta, &self.signatures).transaction(|(tree, signatures)| {
+            if tree.get(key)?.is_some() {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            tree.insert(key, &meta_json[..])?;
+            if let Some(signature) = &claim.signature {
+                signatures.insert(key, &signature[..])?;
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {}
+            // Ids were checked against the index before; nothing else writes now.
+            Err(TransactionError::Abort(())) => {
+                return Err(StoreError(format!(
+                    "rebuilding {}: the id appeared in the index meanwhile",
+                    meta.image_id
+                )))
+            }
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        }
+        tracing::warn!(
+            image_id = %meta.image_id,
+            sha256 = %meta.sha256,
+            gzip = meta.gzip_size.is_some(),
+            zstd = meta.zstd_size.is_some(),
+            signature = claim.signature.is_some(),
+            stored_at = %meta.stored_at,
+            "store: index entry rebuilt from a body no entry named (it hashes to its name \
+             and validates)"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct SignatureOutcome {
+    restored: bool,
+    wrote_file: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::Prepared;
+    use crate::store::{SignaturePut, Store};
+    use bytes::Bytes;
+
+    fn doc(image_id: &str, entries: usize) -> Vec<u8> {
+        let items: Vec<String> = (0..entries)
+            .map(|i| {
+                format!(
+                    "{{\"path\":\"/usr/lib/f{i:06}\",\"sha256\":\"{i:064x}\",\"mode\":420,\
+                     \"uid\":0,\"gid\":0,\"kind\":\"file\",\"size\":{i}}}"
+                )
+            })
+            .collect();
+        format!(
+            "{{\"image_id\":\"{image_id}\",\"timestamp\":\"2026-11-23T07:31:43Z\",\"entries\":[{}]}}\n",
+            items.join(",\n")
+        )
+        .into_bytes()
+    }
+
+    fn prepared(bytes: &[u8], signature: Option<&[u8]>) -> Prepared {
+        let meta = ingest::validate(bytes).unwrap();
+        let mut prepared = ingest::prepare(meta, Bytes::copy_from_slice(bytes));
+        prepared.signature = signature.map(<[u8]>::to_vec);
+        prepared
+    }
+
+    fn sig(n: u8) -> Vec<u8> {
+        format!(
+            "untrusted comment: test\nRWQ{}\ntrusted comment: image_id:x n:{n}\nAAA{}\n",
+            "A".repeat(n as usize),
+            "B".repeat(n as usize)
+        )
+        .into_bytes()
+    }
+
+    fn lose_index(dir: &Path) {
+        std::fs::remove_dir_all(dir.join("index")).unwrap();
+    }
+
+    fn lost_found(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("lost+found"))
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        let at = |secs| rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert!(rfc3339(UNIX_EPOCH - std::time::Duration::from_secs(1)).is_none());
+        let now = rfc3339(SystemTime::now()).unwrap();
+        integrity_common::manifest::validate_timestamp(&now).unwrap();
+    }
+
+    #[test]
+    fn names_this_store_writes() {
+        let sha = "a".repeat(64);
+        assert!(parse_name(&format!("{sha}.json")).is_some());
+        assert!(parse_name(&format!("{sha}.json.gz")).is_some());
+        assert!(parse_name(&format!("{sha}.json.zst")).is_some());
+        assert!(parse_name(&format!("{sha}.minisig")).is_some());
+        assert!(parse_name(&format!("{sha}.json.bz2")).is_none());
+        assert!(parse_name(&format!("{}.json", "A".repeat(64))).is_none());
+        assert!(parse_name(&format!("{}.json", "a".repeat(63))).is_none());
+        assert!(parse_name("README").is_none());
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt_with_forms_and_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = doc("img-big", 300);
+        let small = doc("img-small", 1);
+        let first = {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.recovery(), &Recovery::default());
+            store.insert(&prepared(&big, Some(&sig(1)))).unwrap();
+            store.insert(&prepared(&small, None)).unwrap();
+            assert_eq!(
+                store.put_signature("img-small", &sig(2)).unwrap(),
+                SignaturePut::Created
+            );
+            store.list().unwrap()
+        };
+        lose_index(dir.path());
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            store.recovery(),
+            &Recovery {
+                rebuilt: 2,
+                signatures_restored: 2,
+                ..Recovery::default()
+            }
+        );
+        let again = store.list().unwrap();
+        assert_eq!(again.len(), 2);
+        for (before, after) in first.iter().zip(&again) {
+            let BaselineMeta { stored_at, .. } = after;
+            assert_eq!(
+                before,
+                &BaselineMeta {
+                    stored_at: stored_at.clone(),
+                    ..after.clone()
+                }
+            );
+            integrity_common::manifest::validate_timestamp(stored_at).unwrap();
+        }
+        assert!(again[0].gzip_size.is_some() && again[0].zstd_size.is_some());
+        assert_eq!(
+            store.body("img-big", Encoding::Identity).unwrap().unwrap(),
+            big
+        );
+        assert!(store.body("img-big", Encoding::Zstd).unwrap().is_some());
+        assert_eq!(&store.signature("img-big").unwrap().unwrap()[..], sig(1));
+        assert_eq!(&store.signature("img-small").unwrap().unwrap()[..], sig(2));
+        drop(store);
+        // Once rebuilt, nothing more to do.
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.recovery(), &Recovery::default());
+        assert!(lost_found(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_replaced_signature_survives_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = doc("img-r", 3);
+        let sha = Sha256Digest::of(&body).to_hex();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store.insert(&prepared(&body, None)).unwrap();
+            assert_eq!(
+                store.put_signature("img-r", &sig(1)).unwrap(),
+                SignaturePut::Created
+            );
+            assert_eq!(
+                store.put_signature("img-r", &sig(2)).unwrap(),
+                SignaturePut::Conflict
+            );
+            assert_eq!(
+                store.replace_signature("img-r", &sig(2)).unwrap(),
+                SignaturePut::Created
+            );
+            assert_eq!(
+                store.replace_signature("img-r", &sig(2)).unwrap(),
+                SignaturePut::Unchanged
+            );
+            assert_eq!(
+                store.replace_signature("img-none", &sig(2)).unwrap(),
+                SignaturePut::NoBaseline
+            );
+            let file = dir.path().join(format!("objects/{sha}.minisig"));
+            assert_eq!(std::fs::read(file).unwrap(), sig(2));
+        }
+        lose_index(dir.path());
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(&store.signature("img-r").unwrap().unwrap()[..], sig(2));
+    }
+
+    #[test]
+    fn signature_files_and_records_are_reconciled() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = doc("img-s", 3);
+        let sha = Sha256Digest::of(&body).to_hex();
+        let file = dir.path().join(format!("objects/{sha}.minisig"));
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store.insert(&prepared(&body, Some(&sig(1)))).unwrap();
+        }
+        // A store from before signature files: the record gets its file.
+        std::fs::remove_file(&file).unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.recovery(), &Recovery::default());
+            assert_eq!(std::fs::read(&file).unwrap(), sig(1));
+        }
+        // A crash between a replacement's file and its record: the file is newer.
+        std::fs::write(&file, sig(3)).unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.recovery().signatures_restored, 1);
+            assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(3));
+        }
+        // A file that is no signature goes aside; the record's own file comes back.
+        std::fs::write(&file, b"garbage").unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.recovery().lost_found, 1);
+        assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(3));
+        assert_eq!(std::fs::read(&file).unwrap(), sig(3));
+        assert_eq!(lost_found(dir.path()), [format!("{sha}.minisig")]);
+    }
+
+    #[test]
+    fn what_cannot_be_told_apart_or_verified_goes_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let kept = doc("img-kept", 300);
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store.insert(&prepared(&kept, None)).unwrap();
+        }
+        let plant = |bytes: &[u8], suffix: &str| {
+            let name = format!("{}.{suffix}", Sha256Digest::of(bytes).to_hex());
+            std::fs::write(objects.join(&name), bytes).unwrap();
+            name
+        };
+        // Two bodies claiming one id that is not indexed: neither is served.
+        let twin_a = plant(&doc("img-twin", 1), "json");
+        let twin_b = plant(&doc("img-twin", 2), "json");
+        // Other bytes for an indexed id.
+        let other = plant(&doc("img-kept", 5), "json");
+        // A good body with a compressed form that is not it: the body is rebuilt
+        // without that form.
+        let good = doc("img-good", 50);
+        let good_name = plant(&good, "json");
+        let bad_gz = good_name.replace(".json", ".json.gz");
+        std::fs::write(objects.join(&bad_gz), b"not gzip").unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.recovery().rebuilt, 1);
+        assert_eq!(store.recovery().lost_found, 4);
+        let mut expected = vec![twin_a, twin_b, other, bad_gz];
+        expected.sort();
+        assert_eq!(lost_found(dir.path()), expected);
+        assert!(store
+            .body("img-twin", Encoding::Identity)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.body("img-good", Encoding::Identity).unwrap().unwrap(),
+            good
+        );
+        assert!(store.body("img-good", Encoding::Gzip).unwrap().is_none());
+        assert_eq!(
+            store.body("img-kept", Encoding::Identity).unwrap().unwrap(),
+            kept
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("lost+found"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
