@@ -11,6 +11,9 @@ use std::time::Duration;
 
 /// Default listen address: loopback, so a service started without tokens is safe.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Longest timeout accepted (one day): deadlines are instants, and a timeout near
+/// `u64::MAX` seconds would overflow them.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Default store directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bulletproof/metadata";
 
@@ -260,6 +263,9 @@ impl Config {
         let secs = |value: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
             match value {
                 Some(0) => bail!("timeouts must be at least 1 second"),
+                Some(secs) if secs > MAX_TIMEOUT_SECS => {
+                    bail!("timeouts must be at most {MAX_TIMEOUT_SECS} seconds (one day)")
+                }
                 Some(secs) => Ok(Duration::from_secs(secs)),
                 None => Ok(default),
             }

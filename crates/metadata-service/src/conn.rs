@@ -56,9 +56,17 @@ pub struct Exchange {
     /// An answer is waiting for the client to read (a write stalled).
     writing: AtomicBool,
     requests: AtomicU64,
-    /// Told to close when its client needs the slot (see [`ClientSlots::take`]).
+    /// When the connection last became idle (opened, or a handler finished), in ns
+    /// after `start`.
+    idle_since_ns: AtomicU64,
+    /// Told to close when its slot is needed (see [`ClientSlots`]).
     evict: tokio::sync::Notify,
 }
+
+/// A connection must have been idle this long before it may be evicted: a client's
+/// new connection gets time to send its first request, so a flood of connections from
+/// its address cannot evict it before it has spoken.
+const MIN_IDLE_FOR_EVICTION: Duration = Duration::from_secs(1);
 
 impl Exchange {
     pub fn new() -> Arc<Exchange> {
@@ -68,6 +76,7 @@ impl Exchange {
             in_flight: AtomicBool::new(false),
             writing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            idle_since_ns: AtomicU64::new(0),
             evict: tokio::sync::Notify::new(),
         })
     }
@@ -99,9 +108,19 @@ impl Exchange {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// A request is being handled or its answer written: not to be evicted.
-    fn busy(&self) -> bool {
-        self.in_flight() || self.writing.load(Ordering::Relaxed)
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Idle for at least [`MIN_IDLE_FOR_EVICTION`]: no request being handled, no
+    /// answer waiting to be written, and quiet since. Such a connection may be evicted.
+    fn evictable(&self) -> bool {
+        !self.in_flight()
+            && !self.writing.load(Ordering::Relaxed)
+            && self
+                .now_ns()
+                .saturating_sub(self.idle_since_ns.load(Ordering::Relaxed))
+                >= MIN_IDLE_FOR_EVICTION.as_nanos() as u64
     }
 
     /// Resolves when the connection was chosen to make room for another connection of
@@ -117,6 +136,9 @@ pub struct InFlight(Arc<Exchange>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0
+            .idle_since_ns
+            .store(self.0.now_ns(), Ordering::Relaxed);
         self.0.in_flight.store(false, Ordering::Relaxed);
     }
 }
@@ -289,6 +311,7 @@ pub struct ClientSlots {
     cap: usize,
     held: Mutex<HashMap<IpAddr, Vec<Held>>>,
     next_id: AtomicU64,
+    evictions: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -327,22 +350,24 @@ impl ClientSlots {
             cap,
             held: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
         })
     }
 
     /// A slot for a new connection from `ip`. When that client already holds `cap`,
-    /// its oldest connection that is idle (no request being handled or answered) is
-    /// told to close and gives up its slot: an idle or half-sent-headers flood costs
-    /// its sender its own connections, not a real request from the same address (a
-    /// NAT, a load balancer). `None` only when all of them are busy.
+    /// its oldest connection that has been idle for a second (no request being
+    /// handled or answered) is told to close and gives up its slot: an idle or
+    /// half-sent-headers flood costs its sender its own connections, not a real
+    /// request from the same address (a NAT, a load balancer). `None` when none is.
     pub fn take(self: &Arc<Self>, ip: IpAddr, exchange: &Arc<Exchange>) -> Option<ClientSlot> {
         let client = client_key(ip);
         let mut held = self.held.lock().expect("client slots");
         let list = held.entry(client).or_default();
         if self.cap != 0 && list.len() >= self.cap {
-            let idle = list.iter().position(|held| !held.exchange.busy())?;
+            let idle = list.iter().position(|held| held.exchange.evictable())?;
             let evicted = list.remove(idle);
             evicted.exchange.evict.notify_one();
+            self.evictions.fetch_add(1, Ordering::Relaxed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         list.push(Held {
@@ -354,6 +379,39 @@ impl ClientSlots {
             client,
             id,
         })
+    }
+}
+
+impl ClientSlots {
+    /// Every slot of the service is taken: tells the oldest evictable connection of
+    /// the client address holding the most connections to close (so a few addresses
+    /// keeping connections open cannot keep others out). `false` if none is idle.
+    pub fn evict_from_heaviest(&self) -> bool {
+        let mut held = self.held.lock().expect("client slots");
+        let heaviest = held
+            .iter()
+            .filter(|(_, list)| list.iter().any(|held| held.exchange.evictable()))
+            .max_by_key(|(_, list)| list.len())
+            .map(|(client, _)| *client);
+        let Some(client) = heaviest else {
+            return false;
+        };
+        let list = held.get_mut(&client).expect("just found");
+        let Some(idle) = list.iter().position(|held| held.exchange.evictable()) else {
+            return false;
+        };
+        let evicted = list.remove(idle);
+        if list.is_empty() {
+            held.remove(&client);
+        }
+        evicted.exchange.evict.notify_one();
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Connections told to close so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 }
 
@@ -401,11 +459,27 @@ mod tests {
         assert_eq!(held.len(), 100);
     }
 
+    /// An exchange that has been idle for longer than the eviction minimum.
+    fn long_idle() -> Arc<Exchange> {
+        let mut exchange = Exchange::new();
+        Arc::get_mut(&mut exchange).unwrap().start = Instant::now()
+            .checked_sub(MIN_IDLE_FOR_EVICTION * 2)
+            .unwrap();
+        exchange
+    }
+
     #[tokio::test]
     async fn an_idle_connection_makes_room_for_its_client() {
         let slots = ClientSlots::new(1);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let idle = Exchange::new();
+        let fresh_idle = Exchange::new();
+        let _fresh_idle_slot = slots.take(a, &fresh_idle).unwrap();
+        assert!(
+            slots.take(a, &Exchange::new()).is_none(),
+            "a connection idle for less than a second is not evicted"
+        );
+        drop(_fresh_idle_slot);
+        let idle = long_idle();
         let _idle_slot = slots.take(a, &idle).unwrap();
         let fresh = Exchange::new();
         let _fresh_slot = slots.take(a, &fresh).expect("the idle one is evicted");
@@ -414,5 +488,24 @@ mod tests {
             .await
             .expect("eviction notice");
         assert_eq!(slots.held.lock().unwrap()[&a].len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_service_evicts_from_the_heaviest_client() {
+        let slots = ClientSlots::new(0);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let a_idle: Vec<_> = (0..3).map(|_| long_idle()).collect();
+        let _a: Vec<_> = a_idle.iter().map(|e| slots.take(a, e).unwrap()).collect();
+        let b_idle = long_idle();
+        let _b = slots.take(b, &b_idle).unwrap();
+        assert!(slots.evict_from_heaviest());
+        tokio::time::timeout(Duration::from_secs(5), a_idle[0].evicted())
+            .await
+            .expect("the oldest idle connection of the heaviest client");
+        assert_eq!(slots.held.lock().unwrap()[&a].len(), 2);
+        let busy = ClientSlots::new(0);
+        let fresh = Exchange::new();
+        let _f = busy.take(a, &fresh).unwrap();
+        assert!(!busy.evict_from_heaviest(), "nothing idle long enough");
     }
 }

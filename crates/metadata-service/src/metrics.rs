@@ -110,7 +110,8 @@ impl Metrics {
         let connections_evicted = Counter::default();
         registry.register(
             "connections_evicted",
-            "Idle connections closed to make room for a new one of the same client address",
+            "Idle connections closed to make room: for a new connection of the same client \
+             address, or of any address when every slot is taken",
             connections_evicted.clone(),
         );
         let store_recovered = Family::<RecoveryLabels, Counter>::default();

@@ -121,13 +121,22 @@ pub async fn serve(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
+        // Every slot taken: one idle connection of the address holding the most is
+        // told to close, so that a few addresses keeping connections open cannot keep
+        // everyone else in the backlog. Retried while waiting (a connection becomes
+        // evictable after a second of idleness); at most one more is evicted before
+        // a new connection is accepted, as the freed slot is then held by `accept`.
+        let permit = loop {
+            if slots.available_permits() == 0 && clients.evict_from_heaviest() {
+                state.metrics.evicted_connection();
+            }
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => break permit.ok(),
+                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                () = &mut shutdown => break None,
+            }
         };
+        let Some(permit) = permit else { break };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -141,6 +150,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let exchange = Exchange::new();
+        let evictions = clients.evictions();
         let Some(client_slot) = clients.take(peer.ip(), &exchange) else {
             // Over the per-client cap with every connection busy: closed at once, the
             // global slot given back.
@@ -149,6 +159,9 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
+        if clients.evictions() > evictions {
+            state.metrics.evicted_connection();
+        }
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let requests = exchange.clone();
@@ -213,8 +226,7 @@ pub async fn serve(
             let result = tokio::select! {
                 result = serve => result,
                 () = evict_watch.evicted() => {
-                    tracing::debug!(%peer, "idle connection closed to make room for its client");
-                    state.metrics.evicted_connection();
+                    tracing::debug!(%peer, "idle connection closed to make room");
                     Ok(())
                 }
             };

@@ -146,8 +146,9 @@ fn one_address_cannot_take_every_slot() {
             "60",
         ],
     );
-    // 127.0.0.2 opens every slot's worth of idle connections; each new one beyond two
-    // closes its oldest idle one.
+    // 127.0.0.2 opens every slot's worth of idle connections; beyond two, each new one
+    // is refused (the two it holds are not idle for a second yet) or closes its oldest
+    // idle one.
     let mut hogs: Vec<TcpStream> = (0..8)
         .map(|_| connect_from("127.0.0.2", server.addr, None))
         .collect();
@@ -175,11 +176,54 @@ fn one_address_cannot_take_every_slot() {
             .unwrap_or(-1.0)
     };
     assert_eq!(
-        counter("metadata_service_connections_evicted_total"),
+        counter("metadata_service_connections_evicted_total")
+            + counter("metadata_service_connections_refused_total"),
         6.0,
         "{metrics}"
     );
     drop(hogs);
+}
+
+#[test]
+fn a_few_addresses_cannot_keep_everyone_else_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &[
+            "--max-connections",
+            "4",
+            "--max-connections-per-client",
+            "2",
+            "--header-timeout",
+            "60",
+            "--idle-timeout",
+            "60",
+        ],
+    );
+    // Two addresses hold every slot with connections that stay open (each within its
+    // per-client cap, each kept alive by a request now and then).
+    let mut holders = Vec::new();
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        for _ in 0..2 {
+            let mut stream = connect_from(source, server.addr, None);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).unwrap();
+            holders.push(stream);
+        }
+    }
+    // A client from a third address is served once one of them has been idle for a
+    // second (before: it waited in the backlog for the 60 s idle timeout).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    assert_eq!(
+        status_before(server.addr, "/healthz", deadline),
+        Some(200),
+        "{}",
+        server.log()
+    );
+    drop(holders);
 }
 
 #[test]

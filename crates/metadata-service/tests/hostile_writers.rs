@@ -263,3 +263,74 @@ fn a_token_file_others_can_write_is_refused() {
     let server = start(dir.path(), &["--token-file", file.to_str().unwrap()]);
     assert!(!server.log().contains("readable by group or others"));
 }
+
+#[test]
+fn uploads_that_do_not_fit_the_memory_budget_together_never_wait_for_each_other() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &[
+            "--token",
+            ALICE,
+            "--max-body-bytes",
+            "1048576",
+            "--upload-memory-bytes",
+            "1048576",
+            "--request-timeout",
+            "60",
+        ],
+    );
+    // Two bodies of ~0.8 MB each: both fit alone, not together. Each sends half,
+    // then the rest. Before, each held half the budget and waited for the other's
+    // half until the request timeout (408).
+    let bodies = [baseline("img-m1", 4000), baseline("img-m2", 4000)];
+    assert!(bodies
+        .iter()
+        .all(|b| b.len() > 600_000 && b.len() < 1_000_000));
+    let mut streams: Vec<TcpStream> = bodies
+        .iter()
+        .map(|body| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            write!(
+                stream,
+                "POST /baselines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\
+                 Connection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(&body[..body.len() / 2]).unwrap();
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for (stream, body) in streams.iter_mut().zip(&bodies) {
+        let _ = stream.write_all(&body[body.len() / 2..]);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        statuses.push(text.get(9..12).unwrap_or("cut").to_owned());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "uploads waited for each other: {statuses:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(statuses.contains(&"201".to_owned()), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s == "201" || s == "503" || s == "cut"),
+        "{statuses:?}"
+    );
+    // The refused one goes through when retried.
+    let (key, alice) = bearer(ALICE);
+    for body in &bodies {
+        let status = post(&server, "/baselines", body, &[(key, &alice)]).status;
+        assert!(status == 201 || status == 409, "{status}");
+    }
+}

@@ -181,8 +181,8 @@ fn budget_units(bytes: u64) -> u32 {
 /// With a `budget`, memory for the body is taken from it as the bytes arrive (not up
 /// front), so a slow client holds only what it has sent, and all bodies being read at
 /// once never hold more than the budget; the permit is returned with the body and
-/// released when the caller drops it. Waiting for the budget, like the read itself, is
-/// bounded by the request deadline (`observe`).
+/// released when the caller drops it. An exhausted budget answers `503` with
+/// `Retry-After` at once (waiting while holding part of it could deadlock two uploads).
 async fn read_body<'a>(
     headers: &HeaderMap,
     mut body: Body,
@@ -226,10 +226,16 @@ async fn read_body<'a>(
             let have = held.as_ref().map_or(0, |permit| permit.num_permits()) as u32;
             let need = budget_units(total).saturating_sub(have);
             if need > 0 {
-                let more = budget
-                    .acquire_many(need)
-                    .await
-                    .map_err(ApiError::internal)?;
+                // Never wait while holding part of the budget: two uploads that each
+                // hold some and wait for the rest would wait for each other. A full
+                // budget is a 503 (the client retries), not a queue.
+                let more = budget.try_acquire_many(need).map_err(|_| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "the memory for uploads being received is in use; retry shortly",
+                    )
+                })?;
                 match &mut held {
                     Some(permit) => permit.merge(more),
                     None => held = Some(more),

@@ -91,6 +91,10 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Reads a signature file, bounded; `Err` says why it is not one.
+/// Largest body start-up will read to rebuild its index entry (2 GiB; a baseline of a
+/// million entries is about 200 MB).
+const MAX_REBUILD_BYTES: u64 = 2 << 30;
+
 fn read_signature(path: &Path) -> Result<Result<Vec<u8>, String>, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)?
@@ -388,14 +392,26 @@ impl SledStore {
                     "store: signature written beside its baseline"
                 );
             }
-            (record, Some(file)) if record.as_deref() != Some(&file[..]) => {
+            (Some(record), Some(file)) if record[..] != file[..] => {
+                // The record is what was acknowledged; a file that differs is either a
+                // replacement whose record was never committed (a crash before its
+                // answer) or planted: kept aside, never trusted over the record.
+                if let Some(path) = &group.signature {
+                    lost.put(
+                        path,
+                        &format!("differs from the signature the index holds for {id}"),
+                    )?;
+                }
+                self.write_file(&self.signature_path(&meta.sha256), &record)?;
+                outcome.wrote_file = true;
+            }
+            (None, Some(file)) => {
+                // The record was lost with the index; the file was written first.
                 self.signatures.insert(id, &file[..])?;
                 outcome.restored = true;
                 tracing::warn!(
                     image_id = id,
-                    had_record = record.is_some(),
-                    "store: signature restored into the index from its file (written first, \
-                     so the newer)"
+                    "store: signature restored into the index from its file"
                 );
             }
             (_, Some(_)) => {}
@@ -418,7 +434,23 @@ impl SledStore {
             )?;
             return Ok(None);
         };
-        let body = std::fs::read(identity)?;
+        // Bounded before it is read: a planted sparse file of any size must not take
+        // the service's memory at start-up (a baseline is far below this).
+        let size = std::fs::symlink_metadata(identity)?.len();
+        if size > MAX_REBUILD_BYTES {
+            lost.put_all(
+                group.paths(),
+                &format!("{size} bytes, more than a baseline could be: not read"),
+            )?;
+            return Ok(None);
+        }
+        let body = match std::fs::read(identity) {
+            Ok(body) => body,
+            Err(error) => {
+                lost.put_all(group.paths(), &format!("unreadable: {error}"))?;
+                return Ok(None);
+            }
+        };
         let actual = Sha256Digest::of(&body).to_hex();
         if actual != sha {
             lost.put(
@@ -712,20 +744,25 @@ mod tests {
             assert_eq!(store.recovery(), &Recovery::default());
             assert_eq!(std::fs::read(&file).unwrap(), sig(1));
         }
-        // A crash between a replacement's file and its record: the file is newer.
+        // A file that differs from the record (a replacement whose record was never
+        // committed, or planted): the record wins, the file goes aside.
         std::fs::write(&file, sig(3)).unwrap();
         {
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            assert_eq!(store.recovery().signatures_restored, 1);
-            assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(3));
+            assert_eq!(store.recovery().lost_found, 1);
+            assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(1));
+            assert_eq!(std::fs::read(&file).unwrap(), sig(1));
         }
         // A file that is no signature goes aside; the record's own file comes back.
         std::fs::write(&file, b"garbage").unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.recovery().lost_found, 1);
-        assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(3));
-        assert_eq!(std::fs::read(&file).unwrap(), sig(3));
-        assert_eq!(lost_found(dir.path()), [format!("{sha}.minisig")]);
+        assert_eq!(&store.signature("img-s").unwrap().unwrap()[..], sig(1));
+        assert_eq!(std::fs::read(&file).unwrap(), sig(1));
+        assert_eq!(
+            lost_found(dir.path()),
+            [format!("{sha}.minisig"), format!("{sha}.minisig.1")]
+        );
     }
 
     #[test]
