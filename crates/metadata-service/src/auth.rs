@@ -109,6 +109,11 @@ fn parse(token: &str) -> (Scope, String, &str) {
     (Scope::Baseline, bare_id(token), token)
 }
 
+/// The secret of a configured token (`SCOPE:NAME:SECRET` or a bare `SECRET`).
+pub fn secret_of(token: &str) -> &str {
+    parse(token).2
+}
+
 impl Tokens {
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(tokens: I) -> Self {
         let tokens = tokens

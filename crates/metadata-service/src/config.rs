@@ -253,6 +253,18 @@ impl Config {
                 bail!("a configured token has characters a bearer token cannot carry");
             }
         }
+        // The same token twice (a file and a flag) is one token; one secret under two
+        // scopes or names is a mistake a request could not resolve.
+        tokens.sort_unstable();
+        tokens.dedup();
+        let mut secrets: Vec<&str> = tokens.iter().map(|t| crate::auth::secret_of(t)).collect();
+        secrets.sort_unstable();
+        if secrets.windows(2).any(|pair| pair[0] == pair[1]) {
+            bail!(
+                "one token secret is configured with two scopes or names: a request could \
+                 not tell which it presents"
+            );
+        }
         let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,

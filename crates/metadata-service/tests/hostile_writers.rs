@@ -334,3 +334,33 @@ fn uploads_that_do_not_fit_the_memory_budget_together_never_wait_for_each_other(
         assert!(status == 201 || status == 409, "{status}");
     }
 }
+
+#[test]
+fn one_secret_under_two_scopes_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("admin:ops:{ALICE}");
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--token", ALICE, "--token", &admin])
+        .env_remove("METADATA_TOKENS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("two scopes"), "{stderr}");
+    assert!(!stderr.contains(ALICE));
+    // The same token given twice is one token.
+    let server = start(dir.path(), &["--token", ALICE, "--token", ALICE]);
+    let (key, alice) = bearer(ALICE);
+    assert_eq!(
+        post(
+            &server,
+            "/baselines",
+            &baseline("img-d", 1),
+            &[(key, &alice)]
+        )
+        .status,
+        201
+    );
+}
