@@ -50,9 +50,53 @@ pub struct BaselineMeta {
     /// stored before this was recorded: only an admin token may sign those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub posted_by: Option<String>,
+    /// SHA-256 of the stored gzip form, checked with the identity form's digest on
+    /// every read from disk (`None` in metadata stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip_sha256: Option<String>,
+    /// SHA-256 of the stored zstd form, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zstd_sha256: Option<String>,
+}
+
+/// What the API shows of a stored baseline (`GET /baselines`, a `201`): not who posted
+/// it, nor the digests of the compressed forms (they are the store's).
+#[derive(Debug, Serialize)]
+pub struct PublicMeta<'a> {
+    pub image_id: &'a str,
+    pub timestamp: &'a str,
+    pub entries: u64,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub gzip_size: Option<u64>,
+    pub zstd_size: Option<u64>,
+    pub stored_at: &'a str,
 }
 
 impl BaselineMeta {
+    /// The fields the API shows.
+    pub fn public(&self) -> PublicMeta<'_> {
+        PublicMeta {
+            image_id: &self.image_id,
+            timestamp: &self.timestamp,
+            entries: self.entries,
+            sha256: &self.sha256,
+            size: self.size,
+            gzip_size: self.gzip_size,
+            zstd_size: self.zstd_size,
+            stored_at: &self.stored_at,
+        }
+    }
+
+    /// The digest a stored form must have, when known.
+    pub fn digest_of(&self, encoding: Encoding) -> Option<&str> {
+        match encoding {
+            Encoding::Identity => Some(&self.sha256),
+            Encoding::Gzip => self.gzip_sha256.as_deref(),
+            Encoding::Zstd => self.zstd_sha256.as_deref(),
+        }
+    }
+
     /// The strong entity tag of one representation: the digest of the stored bytes,
     /// suffixed for a compressed form (RFC 9110 §8.8.3: different representations
     /// need different strong tags).
@@ -119,6 +163,8 @@ pub fn validate(body: &[u8]) -> Result<BaselineMeta, Invalid> {
         zstd_size: None,
         stored_at: integrity_common::manifest::now_timestamp(),
         posted_by: None,
+        gzip_sha256: None,
+        zstd_sha256: None,
     })
 }
 
@@ -142,6 +188,8 @@ pub fn prepare(mut meta: BaselineMeta, raw: Bytes) -> Prepared {
     let (gzip, zstd) = (smaller(gzip), smaller(zstd));
     meta.gzip_size = gzip.as_ref().map(|bytes| bytes.len() as u64);
     meta.zstd_size = zstd.as_ref().map(|bytes| bytes.len() as u64);
+    meta.gzip_sha256 = gzip.as_ref().map(|bytes| Sha256Digest::of(bytes).to_hex());
+    meta.zstd_sha256 = zstd.as_ref().map(|bytes| Sha256Digest::of(bytes).to_hex());
     Prepared {
         meta,
         raw,

@@ -385,3 +385,46 @@ fn unexplained_objects_go_to_lost_and_found_and_temp_files_are_removed() {
     assert_eq!(recovered(&server, "lost_found"), 1);
     assert_eq!(get(&server, "/baselines/img-named", &[]).body, named);
 }
+
+#[test]
+fn an_object_changed_in_place_is_never_served_and_the_poster_is_not_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "store-recovery-token-0123456789";
+    let server = start(dir.path(), &["--token", token]);
+    let doc = baseline("img-same-size", 2000);
+    let auth = format!("Bearer {token}");
+    let posted = post(&server, "/baselines", &doc, &[("Authorization", &auth)]);
+    assert_eq!(posted.status, 201);
+    let listing = get(&server, "/baselines", &[]).text();
+    for shown in [posted.text(), listing] {
+        assert!(
+            !shown.contains("posted_by") && !shown.contains("token:"),
+            "{shown}"
+        );
+    }
+    drop(server);
+    // Every stored form, changed in place to the same size (one byte flipped).
+    let sha = sha256_hex(&doc);
+    let mut forms = 0;
+    for suffix in ["json", "json.gz", "json.zst"] {
+        let path = dir.path().join(format!("objects/{sha}.{suffix}"));
+        let Ok(mut bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        forms += 1;
+    }
+    assert!(forms >= 2, "expected the identity and a compressed form");
+    let server = start(dir.path(), &["--token", token]);
+    for encoding in ["identity", "gzip", "zstd"] {
+        let answer = get(
+            &server,
+            "/baselines/img-same-size",
+            &[("Accept-Encoding", encoding)],
+        );
+        assert_eq!(answer.status, 500, "{encoding}: tampered bytes served");
+    }
+    assert!(server.log().contains("does not hash"), "{}", server.log());
+}

@@ -99,7 +99,7 @@ pub(super) async fn post_baseline(
     let location = format!("/baselines/{}", meta.image_id);
     let mut response = (
         StatusCode::CREATED,
-        json_body(serde_json::to_vec(&*meta).map_err(ApiError::internal)?),
+        json_body(serde_json::to_vec(&meta.public()).map_err(ApiError::internal)?),
     )
         .into_response();
     let headers = response.headers_mut();
@@ -230,7 +230,7 @@ pub(super) async fn get_baseline(
 
 #[derive(Serialize)]
 struct Listing<'a> {
-    baselines: Vec<&'a BaselineMeta>,
+    baselines: Vec<crate::ingest::PublicMeta<'a>>,
 }
 
 pub(super) async fn list_baselines(
@@ -244,7 +244,7 @@ pub(super) async fn list_baselines(
         .cloned()
         .collect();
     let body = serde_json::to_vec(&Listing {
-        baselines: metas.iter().map(|meta| &**meta).collect(),
+        baselines: metas.iter().map(|meta| meta.public()).collect(),
     })
     .map_err(ApiError::internal)?;
     Ok(json_body(body).into_response())
@@ -265,6 +265,8 @@ mod tests {
             zstd_size: Some(9),
             stored_at: "2026-11-23T07:31:43Z".into(),
             posted_by: None,
+            gzip_sha256: None,
+            zstd_sha256: None,
         }
     }
 

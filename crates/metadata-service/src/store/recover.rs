@@ -475,10 +475,12 @@ impl SledStore {
         for (encoding, path) in [(Encoding::Gzip, &group.gzip), (Encoding::Zstd, &group.zstd)] {
             let Some(path) = path else { continue };
             if decompresses_to(path, encoding, &body)? {
-                let size = Some(std::fs::metadata(path)?.len());
+                let form = std::fs::read(path)?;
+                let size = Some(form.len() as u64);
+                let digest = Some(Sha256Digest::of(&form).to_hex());
                 match encoding {
-                    Encoding::Gzip => meta.gzip_size = size,
-                    _ => meta.zstd_size = size,
+                    Encoding::Gzip => (meta.gzip_size, meta.gzip_sha256) = (size, digest),
+                    _ => (meta.zstd_size, meta.zstd_sha256) = (size, digest),
                 }
                 files.push(path.clone());
             } else {

@@ -250,6 +250,18 @@ impl Store for SledStore {
                 bytes.len()
             )));
         }
+        // Hashed on every read from disk (a cache miss; cheap next to the read): a
+        // file changed in place, even to the same size, is never served.
+        if let Some(digest) = meta.digest_of(encoding) {
+            let actual = integrity_common::Sha256Digest::of(&bytes).to_hex();
+            if actual != digest {
+                return Err(StoreError(format!(
+                    "body of {image_id} ({}) does not hash to the digest the index holds \
+                     (sha256 {actual}, expected {digest}): not served",
+                    path.display()
+                )));
+            }
+        }
         Ok(Some(Bytes::from(bytes)))
     }
 
