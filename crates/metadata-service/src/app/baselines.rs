@@ -180,15 +180,18 @@ fn not_modified(headers: &HeaderMap, meta: &BaselineMeta) -> bool {
 pub(super) async fn get_baseline(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    // The request itself rather than a `HeaderMap` extractor, which clones every
+    // header on each GET.
+    let headers = request.headers();
     let id = image_id(path)?;
     let meta = state
         .meta(&id)
         .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
-    let encoding = negotiate(&headers, &meta);
+    let encoding = negotiate(headers, &meta);
     let etag = HeaderValue::from_str(&meta.etag(encoding)).map_err(ApiError::internal)?;
-    let mut response = if not_modified(&headers, &meta) {
+    let mut response = if not_modified(headers, &meta) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let key = (id, encoding);

@@ -294,11 +294,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// route template, the status and the time are recorded: never headers (tokens) and
 /// never bodies.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let started = Instant::now();
     let response = match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await
@@ -318,22 +314,35 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let status = response.status().as_u16();
     state
         .metrics
-        .observe(&route, method.as_str(), status, elapsed.as_secs_f64());
+        .observe(route, method.as_str(), status, elapsed.as_secs_f64());
     tracing::debug!(%method, %route, status, micros = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// Every route template (the metrics' `route` label is one of these or `unmatched`).
+const ROUTES: [&str; 5] = [
+    "/baselines",
+    "/baselines/{image_id}",
+    "/baselines/{image_id}/signature",
+    "/healthz",
+    "/metrics",
+];
+
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    matched
+        .and_then(|path| ROUTES.iter().find(|route| **route == path.as_str()))
+        .copied()
+        .unwrap_or("unmatched")
 }
 
 /// The service's router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/baselines", get(list_baselines).post(post_baseline))
-        .route("/baselines/{image_id}", get(get_baseline))
-        .route(
-            "/baselines/{image_id}/signature",
-            put(put_signature).get(get_signature),
-        )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route(ROUTES[0], get(list_baselines).post(post_baseline))
+        .route(ROUTES[1], get(get_baseline))
+        .route(ROUTES[2], put(put_signature).get(get_signature))
+        .route(ROUTES[3], get(healthz))
+        .route(ROUTES[4], get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
