@@ -57,6 +57,34 @@ pub struct BaselineMeta {
     /// SHA-256 of the stored zstd form, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zstd_sha256: Option<String>,
+    /// The `ETag` header of each form, made once (every GET and 304 sends one).
+    #[serde(skip)]
+    pub etags: EtagCache,
+}
+
+/// The `ETag` header values of a baseline's three forms, made on first use. Not part
+/// of the metadata: always equal, cloned empty.
+#[derive(Default)]
+pub struct EtagCache(std::sync::OnceLock<[http::HeaderValue; 3]>);
+
+impl Clone for EtagCache {
+    fn clone(&self) -> Self {
+        EtagCache::default()
+    }
+}
+
+impl PartialEq for EtagCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EtagCache {}
+
+impl std::fmt::Debug for EtagCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EtagCache")
+    }
 }
 
 /// What the API shows of a stored baseline (`GET /baselines`, a `201`): not who posted
@@ -86,6 +114,22 @@ impl BaselineMeta {
             zstd_size: self.zstd_size,
             stored_at: &self.stored_at,
         }
+    }
+
+    /// [`etag`](Self::etag) as a header value, made once per baseline.
+    pub fn etag_header(&self, encoding: Encoding) -> http::HeaderValue {
+        let tags = self.etags.0.get_or_init(|| {
+            [Encoding::Identity, Encoding::Gzip, Encoding::Zstd].map(|encoding| {
+                http::HeaderValue::from_str(&self.etag(encoding))
+                    .expect("a hex digest and a coding name are header-safe")
+            })
+        });
+        tags[match encoding {
+            Encoding::Identity => 0,
+            Encoding::Gzip => 1,
+            Encoding::Zstd => 2,
+        }]
+        .clone()
     }
 
     /// The digest a stored form must have, when known.
@@ -165,6 +209,7 @@ pub fn validate(body: &[u8]) -> Result<BaselineMeta, Invalid> {
         posted_by: None,
         gzip_sha256: None,
         zstd_sha256: None,
+        etags: EtagCache::default(),
     })
 }
 

@@ -190,7 +190,7 @@ pub(super) async fn get_baseline(
         .meta(&id)
         .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
     let encoding = negotiate(headers, &meta);
-    let etag = HeaderValue::from_str(&meta.etag(encoding)).map_err(ApiError::internal)?;
+    let etag = meta.etag_header(encoding);
     let mut response = if not_modified(headers, &meta) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -270,6 +270,7 @@ mod tests {
             posted_by: None,
             gzip_sha256: None,
             zstd_sha256: None,
+            etags: Default::default(),
         }
     }
 

@@ -27,7 +27,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -297,8 +297,15 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let started = Instant::now();
-    let response = match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await
-    {
+    // Reads answer from memory or one bounded store read: no timer per GET (the
+    // connection's exchange deadline still bounds writing the answer). Requests with
+    // a body get the deadline here, so a trickled body is answered 408.
+    let reads = matches!(method, Method::GET | Method::HEAD);
+    let response = match if reads {
+        Ok(next.run(request).await)
+    } else {
+        tokio::time::timeout(state.limits.request_timeout, next.run(request)).await
+    } {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
