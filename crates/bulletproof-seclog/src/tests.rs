@@ -55,8 +55,12 @@ fn installed() -> (tempfile::TempDir, SecLog) {
 }
 
 fn verify_chain(log: &SecLog, component: &str) -> Verdict {
+    verify_files(log, &[log.jsonl_path(component)])
+}
+
+fn verify_files(log: &SecLog, files: &[PathBuf]) -> Verdict {
     verify(
-        &[log.jsonl_path(component)],
+        files,
         &VerifyOptions {
             master: read_master(&log.master_key_path()).unwrap(),
             host_key: integrity_trust::load_public_key(&log.host_public_key())
@@ -148,4 +152,50 @@ fn reinit_starts_a_new_verifiable_epoch() {
         assert_eq!(parse_line(first.trim_end()).unwrap().event, "log-reinit");
     }
     log.ensure_ready().unwrap();
+}
+
+/// Two components' logs given as one rotated chain: said as such, naming both, not
+/// "inserted" (the first record of the second file is not an insertion).
+#[test]
+fn logs_of_two_components_are_named_as_such() {
+    let (_dir, log) = installed();
+    for component in ["bulletproofctl", "guard"] {
+        for _ in 0..3 {
+            log.append(component, "heartbeat", "ok", serde_json::json!({}))
+                .unwrap();
+        }
+    }
+    let ctl = log.jsonl_path("bulletproofctl");
+    let guard = log.jsonl_path("guard");
+    for (files, odd, what) in [
+        (
+            [ctl.clone(), guard.clone()],
+            &guard,
+            "guard.jsonl is the log of component guard, bulletproofctl.jsonl of bulletproofctl",
+        ),
+        (
+            [guard.clone(), ctl.clone()],
+            &ctl,
+            "bulletproofctl.jsonl is the log of component bulletproofctl, guard.jsonl of guard",
+        ),
+    ] {
+        let verdict = verify_files(&log, &files);
+        let (file, line, why) = verdict.problem.expect("a problem");
+        assert_eq!((&file, line), (odd, 0), "{why}");
+        assert!(why.starts_with(what), "{why}");
+        assert!(
+            why.contains("give the files of one component, oldest first"),
+            "{why}"
+        );
+        assert!(!why.contains("inserted"), "{why}");
+    }
+    // A foreign record inside a file is still an insertion.
+    let mut lines = fs::read_to_string(&guard).unwrap();
+    lines.push_str(fs::read_to_string(&ctl).unwrap().lines().next().unwrap());
+    lines.push('\n');
+    fs::write(&guard, lines).unwrap();
+    let verdict = verify_files(&log, std::slice::from_ref(&guard));
+    let (file, line, why) = verdict.problem.expect("a problem");
+    assert_eq!((&file, line), (&guard, 4), "{why}");
+    assert!(why.contains("inserted"), "{why}");
 }

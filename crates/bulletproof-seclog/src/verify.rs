@@ -97,10 +97,13 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
     // Every record's position and seq, read loosely first: a gap whose records appear
     // further on is a reordering, not a deletion.
     let mut positions: Vec<(usize, usize, u64)> = Vec::new();
+    // Each file's component, if all its readable records are of one.
+    let mut components: Vec<FileComponent> = Vec::new();
     for (file_index, file) in files.iter().enumerate() {
         let reader = std::io::BufReader::new(
             fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         );
+        let mut of = FileComponent::Empty;
         for (index, line) in reader.split(b'\n').enumerate() {
             if let Some(record) = line
                 .ok()
@@ -108,7 +111,43 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
                 .and_then(|l| parse_line(&l).ok())
             {
                 positions.push((file_index, index + 1, record.seq));
+                of = match of {
+                    FileComponent::Empty => FileComponent::One(record.component),
+                    FileComponent::One(c) if c == record.component => FileComponent::One(c),
+                    _ => FileComponent::Mixed,
+                };
             }
+        }
+        components.push(of);
+    }
+    // Files each wholly of one component, but not all of the same one: the logs of
+    // different components were given as one rotated chain. Said as such, not as the
+    // "inserted" record the first foreign line would otherwise be called.
+    let mut whole = files
+        .iter()
+        .zip(&components)
+        .filter_map(|(file, of)| match of {
+            FileComponent::One(c) => Some((file, c)),
+            _ => None,
+        });
+    if let Some((first_file, first)) = whole.next() {
+        if let Some((file, other)) = whole.find(|(_, c)| c != &first) {
+            let name = |f: &Path| {
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| f.display().to_string())
+            };
+            verdict.problem = Some((
+                file.clone(),
+                0,
+                format!(
+                    "{} is the log of component {other}, {} of {first}: \
+                     give the files of one component, oldest first",
+                    name(file),
+                    name(first_file)
+                ),
+            ));
+            return Ok(verdict);
         }
     }
     // Key for the next expected seq, and that seq.
@@ -303,6 +342,16 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> anyhow::Result<Verd
         }
     }
     Ok(verdict)
+}
+
+/// The component of one file's records.
+enum FileComponent {
+    /// No readable record.
+    Empty,
+    /// All readable records are of this component.
+    One(String),
+    /// Records of more than one component.
+    Mixed,
 }
 
 pub(crate) fn count_lines(path: &Path) -> usize {

@@ -390,6 +390,32 @@ fn foreign_record_at_the_top_is_named_at_line_1() {
     f.verify(&[&copy], &[]).problem(&copy, &[1], &["inserted"]);
 }
 
+/// Two components' logs given as one rotated chain (`log verify bulletproofctl.jsonl
+/// guard.jsonl`): named as such, both files with their components, not "inserted".
+#[test]
+fn logs_of_two_components_are_named_as_such() {
+    let f = Fixture::new(RECORDS);
+    let ctl_log = f.root().join("logs/security/bulletproofctl.jsonl");
+    let out = f.verify(&[&ctl_log, &f.log()], &[]);
+    out.problem(
+        &f.log(),
+        &[0],
+        &["guard.jsonl is the log of component guard, bulletproofctl.jsonl of bulletproofctl"],
+    );
+    assert!(
+        out.stdout
+            .contains("give the files of one component, oldest first"),
+        "{}",
+        out.all
+    );
+    assert!(!out.stdout.contains("inserted"), "{}", out.all);
+    f.verify(&[&f.log(), &ctl_log], &[]).problem(
+        &ctl_log,
+        &[0],
+        &["bulletproofctl.jsonl is the log of component bulletproofctl, guard.jsonl of guard"],
+    );
+}
+
 #[test]
 fn duplicated_record_is_named_duplicated() {
     let f = Fixture::new(RECORDS);

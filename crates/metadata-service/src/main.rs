@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start the runtime");
+            eprintln!("metadata-service: cannot start the runtime: {error}");
             return ExitCode::from(2);
         }
     };
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            // Once, on stderr, whatever the log format: the operator reads this line.
             eprintln!("metadata-service: {error:#}");
             ExitCode::from(2)
         }

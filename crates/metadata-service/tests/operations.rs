@@ -558,3 +558,72 @@ fn leftovers_of_an_interrupted_write_are_cleared_at_start() {
         1
     );
 }
+
+/// Runs the service to its start-up error: `(exit code, stderr)`.
+fn fails_to_start(args: &[&str], data: &std::path::Path) -> (Option<i32>, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("METADATA_TOKENS")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_start_up_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    for format in ["text", "json"] {
+        let (code, stderr) = fails_to_start(
+            &["--listen", &listen, "--log-format", format],
+            &dir.path().join("data"),
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        let message = format!("cannot listen on {listen}");
+        assert_eq!(stderr.matches(&message).count(), 1, "{format}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.starts_with(&format!("metadata-service: {message}"))),
+            "{format}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_second_service_on_the_same_data_directory_is_refused_with_the_first_ones_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = start(&data, &[]);
+    let (code, stderr) = fails_to_start(&["--listen", "127.0.0.1:0"], &data);
+    assert_eq!(code, Some(2), "{stderr}");
+    let message = format!(
+        "data directory {} is already in use by pid {}",
+        data.display(),
+        first.child.id()
+    );
+    assert_eq!(stderr.matches(&message).count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with(&format!("metadata-service: {message}"))),
+        "{stderr}"
+    );
+    // The first one is untouched and still serves.
+    assert_eq!(get(&first, "/healthz", &[]).status, 200);
+    // Once it is gone (even by kill -9), its stale lock file stops nobody.
+    first.kill9();
+    let second = start(&data, &[]);
+    assert_eq!(get(&second, "/healthz", &[]).status, 200);
+    assert_eq!(
+        std::fs::read_to_string(data.join("lock")).unwrap().trim(),
+        second.child.id().to_string()
+    );
+}

@@ -32,6 +32,64 @@ pub struct SledStore {
     /// crash between the two, where the file is the newer (see `recover.rs`).
     signature_lock: Mutex<()>,
     recovery: Recovery,
+    /// `DIR/lock`, `flock`ed exclusively for the life of the store (declared last, so
+    /// released after sled is closed): a second service on the same directory is told
+    /// whose it is instead of getting sled's own lock error.
+    _dir_lock: File,
+}
+
+/// Name of the lock file in the data directory; it holds the pid of its holder.
+const LOCK_FILE: &str = "lock";
+
+/// Takes `dir/lock` (exclusive, non-blocking `flock`) and writes our pid into it; if
+/// another process holds it, the error names that process's pid (read from the file).
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| StoreError(format!("cannot open {}: {error}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            // The holder writes its pid right after taking the lock: give it a moment.
+            let mut holder = String::new();
+            for _ in 0..50 {
+                holder.clear();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                if holder.trim().parse::<u32>().is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let by = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "another process".to_owned(),
+            };
+            return Err(StoreError(format!(
+                "data directory {} is already in use by {by}",
+                dir.display()
+            )));
+        }
+        Err(error) => {
+            return Err(StoreError(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::from(error)
+            )))
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(file)
 }
 
 /// File name suffix of each stored form.
@@ -55,10 +113,14 @@ impl SledStore {
     /// for every file the index does not name (see [`SledStore::recovery`]): temporary
     /// files are removed, an object that proves itself gets its index entry back, and
     /// anything else is moved to `dir/lost+found/`. An index sled itself reports as
-    /// corrupt is an error: the service does not start.
+    /// corrupt is an error: the service does not start. First of all it takes
+    /// `dir/lock` for the life of the store: a directory another process has open is
+    /// refused with that process's pid.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let objects = dir.join("objects");
         std::fs::create_dir_all(&objects)?;
+        // Before sled: a second service on this directory gets a clear refusal.
+        let dir_lock = lock_dir(dir)?;
         let index = dir.join("index");
         let db = sled::Config::new()
             .path(&index)
@@ -76,6 +138,7 @@ impl SledStore {
             db,
             signature_lock: Mutex::new(()),
             recovery: Recovery::default(),
+            _dir_lock: dir_lock,
         };
         store.recovery = store.recover()?;
         Ok(store)
