@@ -1,4 +1,4 @@
-//! Tamper-evident security logs (DESIGN §9): the log of a bulletproof root, a crate of
+//! Tamper-evident security logs (REFERENCE §6): the log of a bulletproof root, a crate of
 //! its own so that every component that audits into it (`bulletproofctl` and its
 //! guard today, the metadata-service next) shares one implementation, without
 //! depending on `bulletproofctl`.

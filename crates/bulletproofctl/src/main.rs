@@ -135,6 +135,7 @@ enum Command {
     Rollback {
         #[command(flatten)]
         root: RootArg,
+        /// Release public key that verifies the kept releases [default: the key pinned at install]
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
@@ -145,6 +146,7 @@ enum Command {
         to: String,
         #[command(flatten)]
         root: RootArg,
+        /// Release public key that verifies the kept releases [default: the key pinned at install]
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
@@ -173,6 +175,7 @@ the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
         /// events are handled as they come
         #[arg(long, value_name = "SECS")]
         interval: Option<u64>,
+        /// Release public key that verifies the active release [default: the key pinned at install]
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
@@ -204,6 +207,7 @@ the drift could not be healed at all. The daemon exits 0 on SIGTERM/SIGINT.")]
         /// Signing key [default: the root's host key install/host.key, created when missing]
         #[arg(long, value_name = "FILE")]
         secret_key: Option<PathBuf>,
+        /// Password of an encrypted --secret-key (first line of F)
         #[arg(long, value_name = "F")]
         password_file: Option<PathBuf>,
     },
@@ -227,11 +231,22 @@ enum FlagsCommand {
     /// Print every flag as JSON
     List,
     /// Print one flag's value (exit 1 when it is not set)
-    Get { name: String },
+    Get {
+        /// The flag's name
+        name: String,
+    },
     /// Set a flag (VALUE is JSON when it parses: true, 3, "x"; else a string)
-    Set { name: String, value: String },
+    Set {
+        /// The flag's name
+        name: String,
+        /// Its value
+        value: String,
+    },
     /// Remove a flag
-    Unset { name: String },
+    Unset {
+        /// The flag's name
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,6 +305,8 @@ enum BundleCommand {
         /// The release secret key
         #[arg(long, value_name = "FILE")]
         secret_key: PathBuf,
+        /// Password of an encrypted --secret-key (first line of F); without it the
+        /// password is asked on the terminal, and refused when there is none
         #[arg(long, value_name = "F")]
         password_file: Option<PathBuf>,
         /// Output directory

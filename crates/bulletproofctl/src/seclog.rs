@@ -1,4 +1,4 @@
-//! The security log (DESIGN §9) as `bulletproofctl` uses it: the `bulletproof-seclog`
+//! The security log (REFERENCE §6) as `bulletproofctl` uses it: the `bulletproof-seclog`
 //! crate (the forward-secure chain, checkpoints, verify, fail closed), re-exported,
 //! and wrappers that take the root's [`Layout`] ([`Layout::seclog`] builds the log of a
 //! root; the on-disk layout is the crate's, the same paths below the root).

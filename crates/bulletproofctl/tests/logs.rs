@@ -1,4 +1,4 @@
-//! The tamper-evident security logs (DESIGN §9), end to end with the real binary: a
+//! The tamper-evident security logs (REFERENCE §6), end to end with the real binary: a
 //! guard log written by `guard --once` heartbeats on an installed root, then, on copies
 //! of it and of its signed checkpoint, every kind of tampering `log verify` must name
 //! (with the line): an edited, deleted, inserted, duplicated, reordered or forged
@@ -39,7 +39,7 @@ fn hmac_hex(key: &[u8], body: &str) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
-/// `k_{i+1}` from `k_i`, as DESIGN §9 / `bulletproof-seclog` define it.
+/// `k_{i+1}` from `k_i`, as REFERENCE §6 / `bulletproof-seclog` define it.
 fn evolve(key: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"bulletproof-log-evolve-v1");
@@ -744,7 +744,7 @@ fn stolen_current_key_cannot_rewrite_the_past() {
         .problem(&copy, &[4], &["MAC does not verify"]);
 }
 
-/// The stated limit (seclog crate, DESIGN §9): forward security protects the past, not
+/// The stated limit (seclog crate, REFERENCE §6): forward security protects the past, not
 /// the future. Whoever holds the current key can write the next record, and it
 /// verifies: the checkpoint names an earlier seq and only vouches that nothing up to
 /// it was cut. The writer even adopts the forged record (it looks like a record whose

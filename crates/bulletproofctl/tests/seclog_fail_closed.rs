@@ -1,4 +1,4 @@
-//! The security log fails closed (DESIGN §9): with its key state missing, damaged or
+//! The security log fails closed (REFERENCE §6): with its key state missing, damaged or
 //! untrusted, security-relevant commands (`flags set`, `render`, `update`, `install`
 //! again) refuse before changing anything, the guard reports drift, and only an explicit
 //! `log reinit` (itself the first record of a new epoch) brings the log back; `log

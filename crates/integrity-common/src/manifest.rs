@@ -1,5 +1,5 @@
 //! The manifest: the seed's `Baseline` / `FileIntegrityEntry`, its JSON form and the
-//! one strict validator every component uses (DESIGN §3).
+//! one strict validator every component uses (REFERENCE §1).
 //!
 //! Parsing and validation are one step: entries are validated as they are read, so a
 //! hostile document is rejected at its first bad entry, with that entry's index, path
@@ -277,7 +277,7 @@ impl Baseline {
         Ok(baseline)
     }
 
-    /// Checks every rule of DESIGN §3 on a value built in memory (a parsed document has
+    /// Checks every rule of REFERENCE §1 on a value built in memory (a parsed document has
     /// already passed them).
     pub fn validate(&self) -> Result<(), ManifestError> {
         self.validate_header()?;

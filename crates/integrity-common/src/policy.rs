@@ -365,7 +365,7 @@ fn name_suffix(name: Option<&str>) -> String {
 }
 
 /// The policy inside a manifest (JSON). Unknown keys are ignored there, as everywhere
-/// in a manifest (DESIGN §3); unknown *values* (a check name) are errors.
+/// in a manifest (REFERENCE §1); unknown *values* (a check name) are errors.
 #[derive(Deserialize)]
 pub(crate) struct RawPolicy {
     rules: Vec<RawRule>,

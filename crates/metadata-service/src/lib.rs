@@ -1,4 +1,4 @@
-//! `metadata-service`: the Bulletproof baseline store. An axum API (DESIGN §6) over a
+//! `metadata-service`: the Bulletproof baseline store. An axum API (REFERENCE §2) over a
 //! [`store::Store`], sled by default. The binary (`main.rs`) only wires configuration,
 //! logging and signals around [`server::serve`].
 

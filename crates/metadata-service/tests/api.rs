@@ -1,5 +1,5 @@
 //! The API against a real server on 127.0.0.1 with a real sled directory: every
-//! endpoint and status of DESIGN §6, and hostile requests that must change nothing.
+//! endpoint and status of REFERENCE §2, and hostile requests that must change nothing.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6): routes, handlers, JSON errors, content negotiation and
+//! The HTTP API (REFERENCE §2): routes, handlers, JSON errors, content negotiation and
 //! the per-request middleware (timeout, metrics, request log). Handlers by resource:
 //! `baselines.rs`, `signatures.rs`; `error.rs` is the one error type, `cache.rs` the
 //! body cache.
