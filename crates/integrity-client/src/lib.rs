@@ -4,7 +4,12 @@
 //! Retries follow one rule: a connection error, a timeout or a `5xx` may be transient
 //! and is retried with exponential backoff and jitter; a `4xx` is the service's
 //! considered answer and is never retried, nor is an answer refused for what it holds
-//! (`ClientError::Invalid`: over its limit, undecodable, not matching its `ETag`).
+//! (`ClientError::Invalid`: over its limit, undecodable, not matching its `ETag`),
+//! nor a certificate the client does not trust (`ClientError::Untrusted`).
+//!
+//! Uploads send `Expect: 100-continue`: a service refusing the request (a wrong token,
+//! a body over its limit) answers before the body travels, so the refusal is read as
+//! such instead of surfacing as a broken pipe mid-body (which would be retried).
 //!
 //! The service is not trusted with the agent's memory: every body is read through a
 //! limit before it is buffered, a baseline's both compressed and decompressed
@@ -13,6 +18,7 @@
 
 mod answer;
 pub mod fuzzing;
+mod tls;
 
 pub use answer::{check_etag, etag_sha256, identity_etag};
 
@@ -21,7 +27,6 @@ use integrity_common::Sha256Digest;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often and how patiently to retry.
@@ -66,7 +71,9 @@ pub struct ClientConfig {
     /// Bearer token for writes.
     pub token: Option<String>,
     /// PEM file of the CA (or self-signed certificate) to trust instead of the public
-    /// web roots.
+    /// web roots. Each certificate in it is also pinned: a service presenting exactly
+    /// one of them is trusted even where webpki would refuse it as an end entity (a
+    /// self-signed `CA:TRUE` certificate, as `openssl req -x509` makes).
     pub ca_cert: Option<PathBuf>,
     /// Time one attempt may take, body included.
     pub timeout: Duration,
@@ -110,6 +117,12 @@ pub enum ClientError {
     NotFound { detail: String },
     /// Another `4xx`: the service refused the request as it is.
     Rejected { status: u16, detail: String },
+    /// The service's TLS certificate is not trusted (by `--ca-cert`, or by the public
+    /// web roots without it). Never retried.
+    Untrusted {
+        ca_cert: Option<PathBuf>,
+        detail: String,
+    },
     /// No usable answer after every attempt: connection errors, timeouts or `5xx`.
     Unavailable { attempts: u32, last: String },
     /// An answer refused for what it holds: larger than its limit (before or after
@@ -149,6 +162,22 @@ impl fmt::Display for ClientError {
             ClientError::Invalid { detail } => {
                 write!(f, "the service's answer was refused: {detail}")
             }
+            ClientError::Untrusted {
+                ca_cert: Some(file),
+                detail,
+            } => write!(
+                f,
+                "TLS: the service's certificate is not trusted by --ca-cert {}: {detail}",
+                file.display()
+            ),
+            ClientError::Untrusted {
+                ca_cert: None,
+                detail,
+            } => write!(
+                f,
+                "TLS: the service's certificate is not trusted by the public web roots \
+                 (give its CA or its own certificate with --ca-cert): {detail}"
+            ),
         }
     }
 }
@@ -170,6 +199,7 @@ pub struct Client {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
     retry: Retry,
     max_baseline_bytes: u64,
 }
@@ -246,22 +276,31 @@ impl Client {
                 config.server
             )));
         }
-        let mut builder = ureq::Agent::config_builder()
+        let builder = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(Duration::from_secs(10)))
             .user_agent(&config.user_agent)
             .max_redirects(0);
-        if let Some(ca) = &config.ca_cert {
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_ca(ca)?)))
-                .build();
-            builder = builder.tls_config(tls);
-        }
+        let agent = match &config.ca_cert {
+            Some(ca) => {
+                let certs = load_ca(ca)?
+                    .iter()
+                    .map(|cert| rustls::pki_types::CertificateDer::from(cert.der().to_vec()))
+                    .collect();
+                ureq::Agent::with_parts(
+                    builder.build(),
+                    tls::connector(tls::client_config(certs)),
+                    ureq::unversioned::resolver::DefaultResolver::default(),
+                )
+            }
+            None => builder.build().new_agent(),
+        };
         Ok(Client {
-            agent: builder.build().new_agent(),
+            agent,
             base,
             token: config.token.clone(),
+            ca_cert: config.ca_cert.clone(),
             retry: config.retry.clone(),
             max_baseline_bytes: config.max_baseline_bytes,
         })
@@ -317,7 +356,15 @@ impl Client {
                         Step::Retry(why) => last = why,
                     }
                 }
-                Err(error) => last = error.to_string(),
+                Err(error) => {
+                    if let Some(detail) = certificate_refused(&error) {
+                        return Err(ClientError::Untrusted {
+                            ca_cert: self.ca_cert.clone(),
+                            detail,
+                        });
+                    }
+                    last = error.to_string();
+                }
             }
             if attempt < attempts {
                 let delay = self.retry.delay(attempt);
@@ -354,7 +401,10 @@ impl Client {
                 if let Some(signature) = signature_header {
                     request = request.header("X-Bulletproof-Signature", signature);
                 }
-                request.send(bytes)
+                // The service checks the token (and the announced size) before it reads
+                // the body: with this, its refusal arrives before the body is sent
+                // (ureq waits up to a second for `100 Continue`, then sends anyway).
+                request.header("Expect", "100-continue").send(bytes)
             },
             |head, body| small_answer(head, body, SMALL_BODY_LIMIT),
             on_retry,
@@ -515,6 +565,21 @@ impl Client {
             status => Err(status_error(status, &answer.body, 0)),
         }
     }
+}
+
+/// Why the service's certificate was refused, when that is why `error` happened: a
+/// refusal, not an outage (retrying cannot change the certificate).
+fn certificate_refused(error: &ureq::Error) -> Option<String> {
+    let tls = match error {
+        ureq::Error::Rustls(tls) => tls,
+        ureq::Error::Io(io) => tls::rustls_error(io)?,
+        _ => return None,
+    };
+    matches!(
+        tls,
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+    )
+    .then(|| tls.to_string())
 }
 
 fn status_error(status: u16, body: &[u8], size: usize) -> ClientError {
