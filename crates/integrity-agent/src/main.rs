@@ -32,11 +32,11 @@ const EXIT_UNTRUSTED: u8 = 17;
 const EXIT_IO: u8 = 18;
 
 const AFTER_HELP: &str = "\
-Exit status of a one-shot check (AIDE's bitmask; add the bits):
+Exit status of a one-shot check (AIDE's bitmask; add the bits, so drift is 1-7):
    0  no drift
    1  entries added         2  entries deleted
-   4  content modified or type changed
-   8  metadata (mode, owner, group) changed
+   4  entries changed: content, type, or metadata (mode, owner, group);
+      which fields changed is in the report
   14  bad arguments or configuration
   15  no baseline: service unreachable and none cached, 404, unreadable --baseline
   16  baseline invalid, or the baseline of another image id
@@ -113,7 +113,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
-    /// Also send each anomaly to syslog (RFC 5424, facility authpriv).
+    /// Also send each anomaly to the local syslog socket (the format of libc's
+    /// syslog(3): tag integrity-agent[PID], facility authpriv).
     #[arg(long)]
     syslog: bool,
 
@@ -121,17 +122,20 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = "/dev/log")]
     syslog_socket: PathBuf,
 
+    /// Also send each anomaly to a remote collector as RFC 5424 (over TCP with
+    /// octet-counting framing, RFC 6587).
+    #[arg(long, value_name = "udp://HOST:PORT|tcp://HOST:PORT", value_parser = syslog::parse_server)]
+    syslog_server: Option<syslog::Server>,
+
     /// Colour in the text report.
     #[arg(long, value_enum, default_value_t = Colour::Auto)]
     color: Colour,
 
-    /// Where the last fetched baseline is kept (with its ETag).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/cache/bulletproof/agent"
-    )]
-    cache_dir: PathBuf,
+    /// Where the last fetched baseline is kept (with its ETag). Without this flag:
+    /// /var/cache/bulletproof/agent, which the agent names on stderr the first time it
+    /// writes there.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 
     /// Trust this PEM CA certificate for an https --server.
     #[arg(long, value_name = "FILE")]
@@ -298,11 +302,11 @@ impl Agent {
             pool = pool.num_threads(threads);
         }
         let pool = pool.build().context("cannot start worker threads")?;
-        let syslog = if args.syslog {
+        let syslog = if args.syslog || args.syslog_server.is_some() {
+            let local = args.syslog.then_some(args.syslog_socket.as_path());
             Some(
-                syslog::Syslog::connect(&args.syslog_socket).with_context(|| {
-                    format!("--syslog: cannot reach {}", args.syslog_socket.display())
-                })?,
+                syslog::Syslog::connect(local, args.syslog_server.as_ref())
+                    .map_err(anyhow::Error::msg)?,
             )
         } else {
             None

@@ -17,7 +17,11 @@ use integrity_common::{Baseline, Sha256Digest};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Where the cache is kept when `--cache-dir` is not given.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/bulletproof/agent";
 
 /// Why no baseline could be had: maps to the agent's error exit codes.
 #[derive(Debug)]
@@ -141,11 +145,38 @@ pub enum Cached {
 /// names the body's SHA-256: the copy is checked against it before every use).
 pub struct Cache {
     dir: PathBuf,
+    /// No `--cache-dir`: `dir` is [`DEFAULT_CACHE_DIR`], which the agent names on
+    /// stderr before it first writes there.
+    implicit: bool,
 }
 
+/// Whether this process has named the default cache directory already.
+static DEFAULT_DIR_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
 impl Cache {
-    pub fn new(dir: PathBuf) -> Self {
-        Cache { dir }
+    /// `--cache-dir DIR`, or [`DEFAULT_CACHE_DIR`] when the flag is absent.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        match dir {
+            Some(dir) => Cache {
+                dir,
+                implicit: false,
+            },
+            None => Cache {
+                dir: PathBuf::from(DEFAULT_CACHE_DIR),
+                implicit: true,
+            },
+        }
+    }
+
+    /// The line to print before writing a file under the default directory: once per
+    /// process, and never when `--cache-dir` was given.
+    fn announcement(&self) -> Option<String> {
+        (self.implicit && !DEFAULT_DIR_ANNOUNCED.swap(true, Ordering::Relaxed)).then(|| {
+            format!(
+                "integrity-agent: caching the baseline under {} (--cache-dir to change)",
+                self.dir.display()
+            )
+        })
     }
 
     fn body_path(&self, image_id: &str) -> PathBuf {
@@ -241,6 +272,9 @@ impl Cache {
         signature: Option<&[u8]>,
         etag: Option<&str>,
     ) -> std::io::Result<()> {
+        if let Some(line) = self.announcement() {
+            eprintln!("{line}");
+        }
         fs::create_dir_all(&self.dir)?;
         // The workspace's one atomic write (explicit mode, fsync, rename, dir fsync).
         let write = |path: PathBuf, data: &[u8]| {
@@ -411,4 +445,27 @@ fn fetched_body(
         source: "service",
         note: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_default_directory_is_announced_and_only_once() {
+        let given = Cache::new(Some(PathBuf::from("/tmp/somewhere")));
+        assert_eq!(given.dir, Path::new("/tmp/somewhere"));
+        assert_eq!(given.announcement(), None);
+        let default = Cache::new(None);
+        assert_eq!(default.dir, Path::new(DEFAULT_CACHE_DIR));
+        assert_eq!(
+            default.announcement().as_deref(),
+            Some(
+                "integrity-agent: caching the baseline under /var/cache/bulletproof/agent \
+                 (--cache-dir to change)"
+            )
+        );
+        assert_eq!(default.announcement(), None, "said once per process");
+        assert_eq!(Cache::new(None).announcement(), None);
+    }
 }

@@ -44,14 +44,15 @@ impl AnomalyKind {
         }
     }
 
-    /// The one-shot exit-code bit (AIDE's habit): 1 added, 2 deleted, 4 modified or
-    /// type changed, 8 metadata changed.
+    /// The one-shot exit-code bit (AIDE's, DESIGN §5): 1 added, 2 deleted, 4 changed of
+    /// any kind (content, type or metadata). There is no fourth bit: drift is 1–7 and
+    /// never reads as one of the error codes (14+); which fields changed is in the
+    /// report, not the exit code.
     pub fn exit_bit(self) -> u8 {
         match self {
             AnomalyKind::Added => 1,
             AnomalyKind::Deleted => 2,
-            AnomalyKind::Modified | AnomalyKind::TypeChanged => 4,
-            AnomalyKind::MetadataChanged => 8,
+            AnomalyKind::Modified | AnomalyKind::TypeChanged | AnomalyKind::MetadataChanged => 4,
         }
     }
 }
@@ -297,8 +298,9 @@ impl DriftSummary {
         *counter += 1;
     }
 
-    /// The bitmask of DESIGN §5 (0 = clean). Errors are not part of it; callers map
-    /// them to their own error codes.
+    /// The bitmask of DESIGN §5: 0 clean, else 1–7 (1 added, 2 deleted, 4 changed).
+    /// Errors are not part of it; callers map them to their own codes (14+), which it
+    /// never reaches.
     pub fn exit_bits(&self) -> u8 {
         let mut bits = 0;
         for (count, kind) in [
@@ -411,8 +413,47 @@ mod tests {
             metadata_changed: 1,
             ..Default::default()
         };
-        assert_eq!(summary.exit_bits(), 1 | 2 | 8);
+        assert_eq!(summary.exit_bits(), 1 | 2 | 4);
         assert_eq!(DriftSummary::default().exit_bits(), 0);
+        assert_eq!(AnomalyKind::Added.exit_bit(), 1);
+        assert_eq!(AnomalyKind::Deleted.exit_bit(), 2);
+        for kind in [
+            AnomalyKind::Modified,
+            AnomalyKind::TypeChanged,
+            AnomalyKind::MetadataChanged,
+        ] {
+            assert_eq!(kind.exit_bit(), 4, "{kind}");
+        }
+    }
+
+    /// Every combination of counts (scanned and errors included) gives the OR of its
+    /// kinds' bits, within 0–7: never 8, never an error code (14+).
+    #[test]
+    fn exit_bits_of_every_combination_stay_below_the_error_codes() {
+        for mask in 0u32..(1 << 6) {
+            let count = |bit: u32| u64::from(mask >> bit & 1);
+            let summary = DriftSummary {
+                added: count(0),
+                deleted: count(1),
+                modified: count(2),
+                metadata_changed: count(3),
+                type_changed: count(4),
+                errors: count(5),
+                scanned: 100,
+            };
+            let mut expected = 0;
+            if summary.added > 0 {
+                expected |= 1;
+            }
+            if summary.deleted > 0 {
+                expected |= 2;
+            }
+            if summary.modified + summary.metadata_changed + summary.type_changed > 0 {
+                expected |= 4;
+            }
+            assert_eq!(summary.exit_bits(), expected, "{summary:?}");
+            assert!(summary.exit_bits() < 8, "{summary:?}");
+        }
     }
 
     /// Random trees: sorted unique paths (the map sorts them), each a file or a directory.
