@@ -3,7 +3,7 @@
 //! guard today, the metadata-service next) shares one implementation, without
 //! depending on `bulletproofctl`.
 //!
-//! [`SecLog::new`] takes the root directory; the paths below it are fixed (DESIGN §8):
+//! [`SecLog::new`] takes the root directory; the paths below it are fixed (ARCHITECTURE.md: the root):
 //! `install/logkeys/` (key states, the initial key), `install/host.key` and
 //! `install/host.pub` (the checkpoint signer), `logs/security/` (the chains).
 //!
@@ -137,7 +137,7 @@ fn crash_point(point: &str) {
 }
 
 /// The security log of one bulletproof root: every path it uses, relative to the root
-/// (the on-disk layout of DESIGN §8), and the operations on it.
+/// (the on-disk layout of ARCHITECTURE.md: the root), and the operations on it.
 #[derive(Debug, Clone)]
 pub struct SecLog {
     root: PathBuf,

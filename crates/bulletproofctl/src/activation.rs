@@ -1,4 +1,4 @@
-//! Which version is *supposed* to be active (DESIGN §8): every signed operation that
+//! Which version is *supposed* to be active (ARCHITECTURE.md: the root): every signed operation that
 //! activates a version (install, update, rollback, recover, and the guard when it
 //! heals) records it in `install/activated.json`, signed with the host key
 //! (`activated.json.minisig`, trusted comment `activated:<version>`). The guard and

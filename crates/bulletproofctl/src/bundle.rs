@@ -1,4 +1,4 @@
-//! `bundle build`: the seed's release bundle (DESIGN §7).
+//! `bundle build`: the seed's release bundle (ARCHITECTURE.md: trust chain).
 //!
 //! ```text
 //! OUT/core-VER.tar.zst      the core tree (VERSION at its top, written if the tree has none)

@@ -25,7 +25,7 @@ pub fn flags_path(layout: &Layout) -> PathBuf {
 }
 
 /// `state/conf.d`, relative to the root: owned by the service user, so root reaches
-/// into it only through handles (DESIGN §4): a symlink planted anywhere on the way,
+/// into it only through handles (ARCHITECTURE.md: Scanner): a symlink planted anywhere on the way,
 /// or in place of a file, is refused or replaced, never followed.
 const CONF_DIR: &str = "state/conf.d";
 const FLAGS_FILE: &str = "flags.json";

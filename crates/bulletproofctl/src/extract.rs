@@ -1,4 +1,4 @@
-//! Safe extraction of a release archive (DESIGN §7). We walk the tar entries ourselves
+//! Safe extraction of a release archive (ARCHITECTURE.md: trust chain). We walk the tar entries ourselves
 //! instead of `tar::Archive::unpack`, because the rules are ours, not tar's:
 //!
 //! * only regular files, directories and symlinks; no hardlinks, devices, fifos, global

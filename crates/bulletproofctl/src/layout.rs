@@ -1,4 +1,4 @@
-//! The bulletproof tree under a root (DESIGN §8) and the small files that describe its
+//! The bulletproof tree under a root (ARCHITECTURE.md: the root) and the small files that describe its
 //! state: where everything lives, the root's configuration, the updater's state and
 //! the journal of an operation in progress.
 //!

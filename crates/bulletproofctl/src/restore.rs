@@ -1,5 +1,5 @@
 //! The guard's hands: quarantine what changed, put back what the signed manifest says
-//! (DESIGN §4, §8). Everything here runs as root inside a release (and `state/`) that a
+//! (ARCHITECTURE.md: Scanner, the root). Everything here runs as root inside a release (and `state/`) that a
 //! less privileged user may be able to write, so every operation goes through a
 //! directory handle ([`integrity_common::handles`]): the release is opened once, each
 //! path is resolved below it with no symlink allowed on the way, files are created

@@ -1,6 +1,6 @@
 //! `status`: what is active, what is kept and archived, the last operations, and
-//! whether the active version is the one the last signed operation activated (DESIGN
-//! §8; exit 4 when it is not, or when that cannot be told).
+//! whether the active version is the one the last signed operation activated
+//! (ARCHITECTURE.md: the root; exit 4 when it is not, or when that cannot be told).
 
 use crate::{activation, layout};
 use anyhow::Context;
@@ -28,7 +28,7 @@ pub fn status(layout: &layout::Layout, json: bool) -> anyhow::Result<u8> {
         .ok()
         .map(|k| integrity_trust::key_id(&k));
     let txn = layout::Txn::load(layout)?;
-    // Is the active version the one the last signed operation activated? (DESIGN §8)
+    // Is the active version the one the last signed operation activated? (ARCHITECTURE.md: the root)
     let (activation, recorded, problem) = match activation::check(layout, &active) {
         activation::Check::Authorized => ("authorized", Some(active.clone()), None),
         activation::Check::Unrecorded => (

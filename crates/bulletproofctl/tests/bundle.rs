@@ -1,4 +1,4 @@
-//! `bulletproofctl bundle build` (DESIGN §7) checked from the outside: `sha256sum -c`
+//! `bulletproofctl bundle build` (ARCHITECTURE.md: trust chain) checked from the outside: `sha256sum -c`
 //! over checksums.txt, the real `minisign` command over sig.minisig, `tar --zstd` over
 //! the archives, the CycloneDX 1.5 JSON schema (cyclonedx-python-lib's validator, in
 //! the virtualenv scripts/test makes: BULLETPROOF_TEST_PYTHON), byte-for-byte

@@ -1,4 +1,4 @@
-//! `bulletproofctl update` against hostile bundles (DESIGN §7, §8): forged, edited or
+//! `bulletproofctl update` against hostile bundles (ARCHITECTURE.md: trust chain, the root): forged, edited or
 //! truncated signatures, swapped archives, checksums listing too much or too little,
 //! replayed and expired bundles, and malicious archive shapes that are validly signed
 //! and hashed (so only the extractor and the manifest comparison stand in the way).

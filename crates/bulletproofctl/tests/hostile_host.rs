@@ -1,4 +1,4 @@
-//! Root's commands against a hostile host (DESIGN §4: "the same holds for every place
+//! Root's commands against a hostile host (ARCHITECTURE.md: Scanner: "the same holds for every place
 //! where a root process reads, writes, renames, chmods or chowns inside a tree that a
 //! less privileged user can write (the guard's quarantine and restore, `render`,
 //! `flags`, extraction)").

@@ -1,5 +1,5 @@
 //! `integrity-agent`: fetch the baseline of this machine's image, rescan the root with
-//! the engine, report every drift (DESIGN §4, §5).
+//! the engine, report every drift (ARCHITECTURE.md: Scanner; REFERENCE §3).
 
 mod report;
 mod source;

@@ -1,5 +1,5 @@
 //! Rendering a check's findings: text for people (grouped by kind, old → new, a summary
-//! line, colour only on a terminal) and JSON lines for machines (DESIGN §5).
+//! line, colour only on a terminal) and JSON lines for machines (REFERENCE §3–4).
 
 use integrity_common::policy::Widening;
 use integrity_common::{
@@ -34,7 +34,7 @@ pub struct Findings<'a> {
 /// The JSON report: one anomaly per line, then one line per scan error, then the
 /// summary (with the baseline's source beside it).
 ///
-/// An anomaly line is DESIGN §5's, in its order; a change that widens who may do what
+/// An anomaly line is REFERENCE §3–4's, in its order; a change that widens who may do what
 /// with the path adds `"widening":["g+w","o+w","setuid","setgid","owner","group"]`
 /// (those that apply; see [`Widening`]), and `--verbose` adds `"rule"` (null: no rule).
 /// Lines of other findings are unchanged.
@@ -77,7 +77,7 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     if let Some(note) = findings.note {
         baseline["note"] = note.into();
     }
-    // `summary` first, its counts in DESIGN §5's order; the source beside it.
+    // `summary` first, its counts in REFERENCE §3–4's order; the source beside it.
     out.write_all(b"{\"summary\":")?;
     if findings.verbose {
         let summary = serde_json::to_vec(&findings.summary)?;

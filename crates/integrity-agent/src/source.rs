@@ -230,7 +230,7 @@ impl Cache {
             Ok(_) => Ok(()),
         }
         .and_then(|()| match verifier {
-            // Signature first, then the hash, then parsing (DESIGN §7).
+            // Signature first, then the hash, then parsing (ARCHITECTURE.md: trust chain).
             Some(verifier) => {
                 let signature = fs::read(self.signature_path(image_id)).ok();
                 verifier.check(&bytes, signature.as_deref(), image_id, &what)

@@ -1,4 +1,4 @@
-//! The one-shot exit status is AIDE's bitmask (DESIGN §5): 1 added, 2 deleted, 4 changed
+//! The one-shot exit status is AIDE's bitmask (REFERENCE §3–4): 1 added, 2 deleted, 4 changed
 //! of any kind (content, type or metadata), 0 clean. Every combination of drift is
 //! planted for real on a tree and checked against a baseline file: the status is the OR
 //! of the bits, so drift is 1–7 and never reads as an error (14+).

@@ -166,7 +166,7 @@ fn the_baselines_policy_decides_what_is_reported() {
     );
     let summary = json_lines(&quiet).pop().unwrap();
     assert_eq!(summary["summary"]["allowed"], 4);
-    // Without --verbose the report is DESIGN §5's, nothing more.
+    // Without --verbose the report is REFERENCE §3–4's, nothing more.
     let plain = agent(&root, &baseline, &[]);
     assert!(found(&plain, "allowed").is_empty());
     assert!(json_lines(&plain)
@@ -447,7 +447,7 @@ fn widening_is_reported_where_the_rule_lets_changes_through() {
     assert_eq!(bashrc["anomaly"], "metadata_changed");
     assert_eq!(bashrc["changed"], serde_json::json!(["mode"]));
     assert_eq!(bashrc["widening"], serde_json::json!(["g+w", "o+w"]));
-    // DESIGN §5's fields in their order, then the additive one.
+    // REFERENCE §3–4's fields in their order, then the additive one.
     let raw = raw_line(&out, "/home/u/.bashrc");
     assert_eq!(
         top_level_keys(&raw),

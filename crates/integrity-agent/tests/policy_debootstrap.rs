@@ -568,7 +568,7 @@ fn explain_names_the_rule_of_a_path() {
     assert!(id.contains("rule: none matches: every check"), "{id}");
 }
 
-/// The exit status as DESIGN §5 reads it: 1 added, 2 deleted, 4 changed (content, type
+/// The exit status as REFERENCE §3–4 reads it: 1 added, 2 deleted, 4 changed (content, type
 /// or metadata), so drift is 0-7; anything else (an error is 14+) fails the test.
 fn drift_bits(output: &Output) -> i32 {
     let code = output.status.code().expect("the agent exited");
@@ -706,7 +706,7 @@ fn widening_is_reported_under_the_built_in_policy_unless_the_path_is_ignored() {
         .iter()
         .any(|(_, path, _, _)| path == "/home/v"));
     assert!(!String::from_utf8_lossy(&widened.stdout).contains("cache/"));
-    // Lines without widening carry no such field: DESIGN §5's line, unchanged.
+    // Lines without widening carry no such field: REFERENCE §3–4's line, unchanged.
     assert_eq!(widening(&widened, "/usr/bin/id"), Vec::<String>::new());
     plain_lines_are_designs(&widened);
 
@@ -728,7 +728,7 @@ fn widening_is_reported_under_the_built_in_policy_unless_the_path_is_ignored() {
     assert!(shown.contains("4 change(s) widen"), "{shown}");
 }
 
-/// Every reported line without widening has DESIGN §5's five fields and no more (plus
+/// Every reported line without widening has REFERENCE §3–4's five fields and no more (plus
 /// `rule`, as these tests run with `--verbose`).
 fn plain_lines_are_designs(output: &Output) {
     for line in lines(output) {

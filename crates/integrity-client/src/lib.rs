@@ -1,4 +1,4 @@
-//! The blocking HTTP client of the metadata service (DESIGN §6), shared by the
+//! The blocking HTTP client of the metadata service (REFERENCE §2), shared by the
 //! collector (uploads) and the agent (fetches). Small on purpose: it runs on every VM.
 //!
 //! Retries follow one rule: a connection error, a timeout or a `5xx` may be transient

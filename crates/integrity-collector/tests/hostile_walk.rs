@@ -1,4 +1,4 @@
-//! `integrity-collector` against a hostile tree (DESIGN §4: "nothing is followed, even
+//! `integrity-collector` against a hostile tree (ARCHITECTURE.md: Scanner: "nothing is followed, even
 //! under a race"; devices, fifos and sockets recorded, never opened; every problem a
 //! per-path error, never a hang, a crash or a silent skip).
 //!

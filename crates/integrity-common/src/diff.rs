@@ -1,4 +1,4 @@
-//! Drift: compare a baseline's entries with a fresh scan's (DESIGN §5).
+//! Drift: compare a baseline's entries with a fresh scan's (REFERENCE §3–4).
 //!
 //! Both lists are sorted by path bytes (a validated manifest and a scan guarantee it),
 //! so the diff is one merge pass: linear time, borrowing both lists, no copies.
@@ -44,7 +44,7 @@ impl AnomalyKind {
         }
     }
 
-    /// The one-shot exit-code bit (AIDE's, DESIGN §5): 1 added, 2 deleted, 4 changed of
+    /// The one-shot exit-code bit (AIDE's, REFERENCE §3–4): 1 added, 2 deleted, 4 changed of
     /// any kind (content, type or metadata). There is no fourth bit: drift is 1–7 and
     /// never reads as one of the error codes (14+); which fields changed is in the
     /// report, not the exit code.
@@ -126,7 +126,7 @@ impl Serialize for ChangedFields {
     }
 }
 
-/// One drift finding. Serializes as the report line of DESIGN §5:
+/// One drift finding. Serializes as the report line of REFERENCE §3–4:
 /// `{"anomaly":…,"path":…,"changed":[…],"baseline":{…}|null,"current":{…}|null}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Anomaly<'a> {
@@ -298,7 +298,7 @@ impl DriftSummary {
         *counter += 1;
     }
 
-    /// The bitmask of DESIGN §5: 0 clean, else 1–7 (1 added, 2 deleted, 4 changed).
+    /// The bitmask of REFERENCE §3–4: 0 clean, else 1–7 (1 added, 2 deleted, 4 changed).
     /// Errors are not part of it; callers map them to their own codes (14+), which it
     /// never reaches.
     pub fn exit_bits(&self) -> u8 {

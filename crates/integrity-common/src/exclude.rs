@@ -1,6 +1,6 @@
 //! Exclusions: paths (relative to the scanned root) that are not scanned, matched on
 //! whole path components, so excluding `/proc` skips `/proc` and `/proc/1` but scans
-//! `/procfoo`. One list for collector, agent and guard (DESIGN §4).
+//! `/procfoo`. One list for collector, agent and guard (ARCHITECTURE.md: Scanner).
 
 use crate::manifest::validate_path;
 use std::collections::HashSet;

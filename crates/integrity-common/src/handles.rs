@@ -1,4 +1,4 @@
-//! Handle-based file operations (DESIGN §4): the one module through which a root
+//! Handle-based file operations (ARCHITECTURE.md: Scanner): the one module through which a root
 //! process reads, writes, renames, chmods or chowns inside a tree that a less
 //! privileged user may be able to write.
 //!

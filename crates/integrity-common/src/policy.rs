@@ -17,7 +17,7 @@
 //! * An ignored directory is not descended into, except where a rule placed *before*
 //!   the one that ignored it can match something below it: the walk then goes in, and
 //!   records only the paths such an earlier rule lets through.
-//! * The exclusions (DESIGN §4's default list and `--exclude`) act as `ignore` rules
+//! * The exclusions (ARCHITECTURE.md: Scanner's default list and `--exclude`) act as `ignore` rules
 //!   placed after all of the policy's rules, covering the excluded path and all below
 //!   it. So a policy can reach into `/var/log` for one file (`/var/log/dpkg.log` as
 //!   `growing`) while the rest of `/var/log` stays unscanned.

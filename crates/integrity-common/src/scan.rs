@@ -1,5 +1,5 @@
 //! The scanner: walk a root in parallel, hash every regular file once, and return the
-//! sorted entries and per-path errors (DESIGN §4). This is the only module of the
+//! sorted entries and per-path errors (ARCHITECTURE.md: Scanner). This is the only module of the
 //! engine that touches the filesystem.
 //!
 //! Shape: one rayon task per directory; small files are hashed inline by the task that

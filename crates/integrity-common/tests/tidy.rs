@@ -60,7 +60,7 @@ fn house_rules_hold() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// DESIGN §2: the binaries that run on every machine never link the service's stack.
+/// ARCHITECTURE.md: the binaries that run on every machine never link the service's stack.
 #[test]
 fn fleet_binaries_do_not_link_the_service_stack() {
     for package in ["integrity-collector", "integrity-client", "integrity-agent"] {

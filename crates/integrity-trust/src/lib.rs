@@ -1,4 +1,4 @@
-//! One signature format everywhere (DESIGN §7): minisign. A thin layer over the
+//! One signature format everywhere (ARCHITECTURE.md: trust chain): minisign. A thin layer over the
 //! `minisign` crate by minisign's author (no Ed25519 of our own), adding what a tool that
 //! runs unattended needs: keys loaded from files with or without a password, never a
 //! prompt without a terminal, the trusted comment returned after it is verified, and

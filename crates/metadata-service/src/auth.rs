@@ -1,4 +1,4 @@
-//! Bearer tokens. A configured token is `SCOPE:NAME:SECRET` (DESIGN §12) or a bare
+//! Bearer tokens. A configured token is `SCOPE:NAME:SECRET` (REFERENCE §5) or a bare
 //! `SECRET`, which keeps meaning scope `baseline`. Secrets are kept only as SHA-256
 //! digests and compared in constant time against every configured token (no early
 //! exit), so neither the comparison nor its position in the list leaks through timing.

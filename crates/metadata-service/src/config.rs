@@ -1,5 +1,5 @@
 //! The service's configuration: flags > environment > TOML file > defaults
-//! (DESIGN §10, §11).
+//! (REFERENCE §5).
 
 use crate::app::Limits;
 use crate::server::ServerLimits;

@@ -45,7 +45,7 @@ pub struct BaselineMeta {
     /// When the service acknowledged it (RFC 3339, UTC).
     pub stored_at: String,
     /// Who posted it: a domain-separated digest of the write token (never the token
-    /// itself), so that only that token may add its signature later (DESIGN §7; see
+    /// itself), so that only that token may add its signature later (ARCHITECTURE.md: trust chain; see
     /// `auth::Caller`; `loopback` on a service without tokens). `None` for baselines
     /// stored before this was recorded: only an admin token may sign those.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,4 @@
-//! `guard`: keeps the active release equal to its signed manifest (DESIGN §8).
+//! `guard`: keeps the active release equal to its signed manifest (ARCHITECTURE.md: the root).
 //!
 //! A cycle: verify (the whole release every `guard_interval_secs`, or only the paths
 //! inotify reported) → on drift, a security record, then under the root's lock (never
@@ -105,7 +105,7 @@ impl Guard {
         let Some(active) = layout.active_version()? else {
             anyhow::bail!("{} is not installed", layout.root.display());
         };
-        // Which version is active is guarded too (DESIGN §8).
+        // Which version is active is guarded too (ARCHITECTURE.md: the root).
         let (active, reactivated) = match activation::check(layout, &active) {
             activation::Check::Authorized => (active, false),
             activation::Check::Unrecorded if active == EMPTY_RELEASE => (active, false),

@@ -1,4 +1,4 @@
-//! `update`, `rollback`, `recover`: the seed's update protocol (DESIGN §7, §8).
+//! `update`, `rollback`, `recover`: the seed's update protocol (ARCHITECTURE.md: trust chain, the root).
 //!
 //! verify signature → verify hashes → stage (safe extraction, compared with the signed
 //! manifest, modes and owners from it) → preflight → journal → move into
