@@ -11,6 +11,7 @@
 //!   rebuild the entry from a body that proves itself, or move the file aside. Nothing
 //!   but temp files is ever deleted.
 
+mod lost_found;
 mod recover;
 mod sled;
 
