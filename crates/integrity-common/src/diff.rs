@@ -275,7 +275,7 @@ fn both_differ<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
 }
 
 /// Counts of a check run: the report's last line and the one-shot exit code.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DriftSummary {
     pub added: u64,
     pub deleted: u64,

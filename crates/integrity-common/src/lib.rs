@@ -13,6 +13,7 @@ pub mod handles;
 pub mod manifest;
 pub mod pathenc;
 pub mod policy;
+pub mod report;
 pub mod scan;
 pub mod secret;
 
