@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// Most records [`SecLog::append_many`] writes at once (the recovery after a crash
+/// between a batch and its key state update looks this far ahead).
+pub const MAX_BATCH: usize = 4096;
+
+/// The key of `record` when it was written with the keys following `key` (the key of
+/// seq `state.next_seq`) but the key state was not updated: a crash between the two
+/// writes. Only as far ahead as the state's announced batch.
+pub(crate) fn key_of_written(
+    key: &[u8; 32],
+    state: &KeyState,
+    record: &Record,
+) -> Option<[u8; 32]> {
+    let ahead = record.seq.checked_sub(state.next_seq)?;
+    if ahead > state.pending.min(MAX_BATCH as u64) {
+        return None;
+    }
+    let mut at = *key;
+    for _ in 0..ahead {
+        at = evolve(&at);
+    }
+    (mac_of(&at, record.body.as_bytes()) == record.mac).then_some(at)
+}
+
 pub(crate) fn checkpoint_path(log: &Path) -> PathBuf {
     let mut name = log.as_os_str().to_owned();
     name.push(".checkpoint");
@@ -34,6 +57,31 @@ impl SecLog {
         msg: &str,
         data: serde_json::Value,
     ) -> anyhow::Result<u64> {
+        self.append_many_locked(component, &[(event, msg, data)])
+    }
+
+    /// Appends several records to `component`'s chain at once: one write and one
+    /// `fsync` of the log, one key state update and one checkpoint for all of them
+    /// (a service auditing a burst of enrollments pays one disk flush, not one per
+    /// record). Returns the seq of the last record; nothing is written for no records.
+    pub fn append_many(
+        &self,
+        component: &str,
+        records: &[(&str, &str, serde_json::Value)],
+    ) -> anyhow::Result<Option<u64>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let dir = self.check_dir()?;
+        let _lock = lock_dir(&dir, true)?;
+        self.append_many_locked(component, records).map(Some)
+    }
+
+    fn append_many_locked(
+        &self,
+        component: &str,
+        records: &[(&str, &str, serde_json::Value)],
+    ) -> anyhow::Result<u64> {
         let state_file = self.state_path(component);
         let mut state = self.load_state(component)?;
         let mut key = unhex(&state.key).context("log key state is corrupt")?;
@@ -41,13 +89,13 @@ impl SecLog {
 
         // A record written whose state update did not land (a crash in between): the log's
         // last line carries `next_seq` and verifies with the current key; move past it.
+        // After a batch, the last line is up to `MAX_BATCH - 1` records ahead.
         if let Some(last) = last_line(&log)? {
             if let Ok(record) = parse_line(&last) {
-                if record.seq == state.next_seq
-                    && mac_of(&key, record.body.as_bytes()) == record.mac
-                {
-                    key = evolve(&key);
+                if let Some(at) = key_of_written(&key, &state, &record) {
+                    key = evolve(&at);
                     state = KeyState {
+                        pending: 0,
                         next_seq: record.seq + 1,
                         key: hex(&key),
                         prev: record.mac,
@@ -55,51 +103,76 @@ impl SecLog {
                 }
             }
         }
-
-        let ts = integrity_common::manifest::now_timestamp();
-        let body = format!(
-            "{{\"seq\":{},\"ts\":{},\"component\":{},\"event\":{},\"msg\":{},\"data\":{},\"prev\":\"{}\"",
-            state.next_seq,
-            serde_json::to_string(&ts)?,
-            serde_json::to_string(component)?,
-            serde_json::to_string(event)?,
-            serde_json::to_string(msg)?,
-            serde_json::to_string(&data)?,
-            state.prev
-        );
-        if body.len() + 80 > MAX_LINE_BYTES {
-            bail!("security record too large");
+        if records.len() > MAX_BATCH {
+            bail!("at most {MAX_BATCH} security records are appended at once");
         }
-        let mac = mac_of(&key, body.as_bytes());
-        let line = format!("{body}{MAC_MARK}{mac}\"}}\n");
+
+        if records.len() > 1 {
+            // Announce the batch, so that a crash after its lines and before the state
+            // update below is recognised as such (see `key_of_written`).
+            let announced = KeyState {
+                pending: records.len() as u64 - 1,
+                ..state
+            };
+            write_file(&state_file, &serde_json::to_vec(&announced)?, 0o600)?;
+            state = announced;
+        }
+        let ts = integrity_common::manifest::now_timestamp();
+        let mut lines = String::new();
+        let mut human = String::new();
+        let mut seq = state.next_seq;
+        let mut prev = state.prev.clone();
+        for (index, (event, msg, data)) in records.iter().enumerate() {
+            if index > 0 {
+                key = evolve(&key);
+                seq += 1;
+            }
+            let body = format!(
+                "{{\"seq\":{},\"ts\":{},\"component\":{},\"event\":{},\"msg\":{},\"data\":{},\"prev\":\"{}\"",
+                seq,
+                serde_json::to_string(&ts)?,
+                serde_json::to_string(component)?,
+                serde_json::to_string(event)?,
+                serde_json::to_string(msg)?,
+                serde_json::to_string(data)?,
+                prev
+            );
+            if body.len() + 80 > MAX_LINE_BYTES {
+                bail!("security record too large");
+            }
+            let mac = mac_of(&key, body.as_bytes());
+            lines.push_str(&format!("{body}{MAC_MARK}{mac}\"}}\n"));
+            human.push_str(&format!("[{ts}] {event}: {}\n", msg.replace('\n', " ")));
+            prev = mac;
+        }
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o640)
             .open(&log)
             .with_context(|| format!("cannot open {}", log.display()))?;
-        file.write_all(line.as_bytes())?;
+        file.write_all(lines.as_bytes())?;
         file.sync_data()?;
         crash_point("log-appended");
-        let seq = state.next_seq;
         let next = KeyState {
+            pending: 0,
             next_seq: seq + 1,
             key: hex(&evolve(&key)),
-            prev: mac.clone(),
+            prev: prev.clone(),
         };
         key.fill(0);
         write_file(&state_file, &serde_json::to_vec(&next)?, 0o600)?;
 
-        let human = self.human_log_path(component);
+        let human_path = self.human_log_path(component);
         if let Ok(mut file) = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o640)
-            .open(&human)
+            .open(&human_path)
         {
-            let _ = writeln!(file, "[{ts}] {event}: {}", msg.replace('\n', " "));
+            let _ = file.write_all(human.as_bytes());
         }
-        self.checkpoint(&log, seq, &mac, &ts).with_context(|| {
+        self.checkpoint(&log, seq, &prev, &ts).with_context(|| {
             format!("record {seq} of {component} was written, but its checkpoint was not signed")
         })?;
         Ok(seq)

@@ -66,6 +66,16 @@ pub(crate) struct KeyState {
     pub(crate) next_seq: u64,
     pub(crate) key: String,
     pub(crate) prev: String,
+    /// Records past `next_seq` a batch is about to write (set before the batch, cleared
+    /// after): how far a crash between the batch and its state update may have left the
+    /// log ahead. Absent for single appends, so a state even one record behind a plain
+    /// append's log does not continue it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) pending: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 pub(crate) fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
@@ -150,7 +160,7 @@ impl SecLog {
         };
         let key = unhex(&state.key).context("log key state is corrupt")?;
         let continues = (record.seq + 1 == state.next_seq && record.mac == state.prev)
-            || (record.seq == state.next_seq && mac_of(&key, record.body.as_bytes()) == record.mac);
+            || crate::append::key_of_written(&key, state, &record).is_some();
         if !continues {
             bail!(
                 "{} does not continue {} (it expects seq {}, the log ends at seq {}): the key state was replaced, or the log's tail edited",
@@ -242,6 +252,7 @@ impl SecLog {
         )?;
         for component in components {
             let state = KeyState {
+                pending: 0,
                 next_seq: 0,
                 key: hex(&initial_key(&master, component)),
                 prev: ZERO_MAC.into(),

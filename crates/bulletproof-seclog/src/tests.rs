@@ -199,3 +199,43 @@ fn logs_of_two_components_are_named_as_such() {
     assert_eq!((&file, line), (&guard, 4), "{why}");
     assert!(why.contains("inserted"), "{why}");
 }
+
+#[test]
+fn a_batch_verifies_and_a_crash_before_its_state_update_is_caught_up() {
+    let (_dir, log) = installed();
+    log.append("guard", "start", "one", serde_json::json!({}))
+        .unwrap();
+    let batch: Vec<(&str, &str, serde_json::Value)> = (0..5)
+        .map(|i| ("enroll", "a host enrolled", serde_json::json!({ "i": i })))
+        .collect();
+    assert_eq!(log.append_many("guard", &batch).unwrap(), Some(5));
+    assert_eq!(log.append_many("guard", &[]).unwrap(), None);
+    let verdict = verify_chain(&log, "guard");
+    assert!(verdict.problem.is_none(), "{:?}", verdict.problem);
+    assert_eq!(verdict.records, 6);
+
+    // A batch written whose key state update did not land: the state is what the
+    // batch announced (the state before it, with `pending`); the next append
+    // continues after the batch. Without the announcement it does not continue.
+    let before = fs::read(log.state_path("guard")).unwrap();
+    log.append_many("guard", &batch).unwrap();
+    fs::write(log.state_path("guard"), &before).unwrap();
+    let error = format!("{:#}", log.check_keys().unwrap_err());
+    assert!(error.contains("does not continue"), "{error}");
+    let mut announced: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    announced["pending"] = 4.into();
+    fs::write(
+        log.state_path("guard"),
+        serde_json::to_vec(&announced).unwrap(),
+    )
+    .unwrap();
+    log.check_keys().unwrap();
+    assert_eq!(
+        log.append("guard", "next", "after the crash", serde_json::json!({}))
+            .unwrap(),
+        11
+    );
+    let verdict = verify_chain(&log, "guard");
+    assert!(verdict.problem.is_none(), "{:?}", verdict.problem);
+    assert_eq!(verdict.records, 12);
+}
