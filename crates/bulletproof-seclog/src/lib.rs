@@ -66,6 +66,7 @@ mod tests;
 mod verify;
 
 use append::*;
+pub use append::MAX_BATCH;
 pub use keys::*;
 pub use reinit::*;
 pub use verify::*;

@@ -2,6 +2,7 @@
 //! (REFERENCE §5).
 
 use crate::app::Limits;
+use crate::fleet::FleetConfig;
 use crate::server::ServerLimits;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -32,6 +33,15 @@ API:
   PUT  /baselines/{image_id}/signature     store its minisign signature          201 200 403 404 409
   GET  /baselines/{image_id}/signature     the stored signature                 200 404
   GET  /healthz, GET /metrics              liveness; Prometheus (OpenMetrics) text
+  POST /reports                            a signed host report (report)  201 200 400 401 403 409 413 422 429
+  GET  /fleet                              images with host counts by status (read)
+  GET  /hosts?image_id=&status=&limit=&after=   hosts, a page at a time (read)
+  GET  /hosts/{host_id}                    one host and its latest report (read)
+  GET  /hosts/{host_id}/reports[/{seq}]    its history; one report's signed bytes (read)
+  GET  /drift?image_id=                    drift groups: one finding on many hosts (read)
+  POST /accepts, GET /accepts, DELETE /accepts/{id}   accepted drift (admin; GET read)
+  DELETE /hosts/{host_id}/key              re-open a host's enrollment (admin)
+  GET  /audit                              the audit trail, newest first (admin)
 
 A POST may carry the baseline's minisign signature (base64 of the .minisig text) in
 X-Bulletproof-Signature; with --collector-key the signature is required and checked
@@ -40,7 +50,12 @@ one, only the token that posted the baseline may PUT it (403 not_poster), and a
 stored signature is immutable (409) except to an admin token, which replaces it.
 
 Tokens: SCOPE:NAME:SECRET with SCOPE baseline|report|read|admin, or a bare SECRET
-(scope baseline). Token files are refused when group/world-writable. Without any
+(scope baseline); admin may do everything.
+
+Reports: a host's first report pins its key (X-Bulletproof-Host-Key); later ones
+must be signed by it. Enrollments, refused reports (403, 409) and admin actions are
+records of the tamper-evident audit log DATA/audit/logs/security/metadata-service.jsonl
+(bulletproofctl log verify --root DATA/audit FILE). Token files are refused when group/world-writable. Without any
 token the service refuses to listen on anything but loopback.
 
 Connections: each client address (an IPv6 /64) holds at most
@@ -151,6 +166,30 @@ pub struct Cli {
     /// Log format [default: text]
     #[arg(long, env = "METADATA_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Host reports older than this are removed, the latest of each host kept
+    /// (e.g. 30d, 12h) [default: 30d]
+    #[arg(long, env = "METADATA_REPORT_RETENTION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub report_retention: Option<Duration>,
+    /// Reports kept per host at most, the latest always [default: 10000]
+    #[arg(long, env = "METADATA_MAX_REPORTS_PER_HOST", value_name = "N")]
+    pub max_reports_per_host: Option<u64>,
+    /// Seconds without a report after which a host whose reports give no interval is
+    /// stale (with an interval: 3 intervals) [default: 7200]
+    #[arg(long, env = "METADATA_STALE_AFTER", value_name = "SECS")]
+    pub stale_after: Option<u64>,
+    /// Largest accepted report, in bytes [default: 4194304]
+    #[arg(long, env = "METADATA_MAX_REPORT_BYTES", value_name = "BYTES")]
+    pub max_report_bytes: Option<u64>,
+    /// Most anomalies one report may list (agents count the rest) [default: 1000]
+    #[arg(long, env = "METADATA_REPORT_MAX_ANOMALIES", value_name = "N")]
+    pub report_max_anomalies: Option<usize>,
+    /// Seconds a report's `finished` may lie ahead of this service's clock [default: 300]
+    #[arg(long, env = "METADATA_MAX_CLOCK_SKEW", value_name = "SECS")]
+    pub max_clock_skew: Option<u64>,
+    /// Reports one host may send at once, then one per second (429 beyond)
+    /// [default: 1100]
+    #[arg(long, env = "METADATA_HOST_BURST", value_name = "N")]
+    pub host_burst: Option<u32>,
 }
 
 /// The config file: the same keys as the long options.
@@ -175,6 +214,29 @@ pub struct FileConfig {
     pub upload_memory_bytes: Option<u64>,
     pub cache_bytes: Option<u64>,
     pub log_format: Option<LogFormat>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub report_retention: Option<Duration>,
+    pub max_reports_per_host: Option<u64>,
+    pub stale_after: Option<u64>,
+    pub max_report_bytes: Option<u64>,
+    pub report_max_anomalies: Option<usize>,
+    pub max_clock_skew: Option<u64>,
+    pub host_burst: Option<u32>,
+}
+
+/// `report_retention = "30d"` in the config file.
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(de)? {
+            Some(text) => humantime::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The resolved configuration.
@@ -188,6 +250,7 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub server: ServerLimits,
+    pub fleet: FleetConfig,
     pub log_format: LogFormat,
     /// Warnings found while resolving (a secret file others may read), logged at start.
     pub warnings: Vec<String>,
@@ -221,6 +284,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             server: ServerLimits::default(),
+            fleet: FleetConfig::default(),
             log_format: LogFormat::Text,
             warnings: Vec::new(),
         }
@@ -312,7 +376,59 @@ impl Config {
             cli.request_timeout.or(file.request_timeout),
             limit_defaults.request_timeout,
         )?;
+        let fleet_defaults = FleetConfig::default();
+        let report_retention = cli
+            .report_retention
+            .or(file.report_retention)
+            .unwrap_or(fleet_defaults.report_retention);
+        if report_retention < Duration::from_secs(1) {
+            bail!("report_retention must be at least 1s");
+        }
+        let positive = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match value {
+                Some(0) => bail!("{name} must be at least 1"),
+                Some(value) => Ok(value),
+                None => Ok(default),
+            }
+        };
+        let fleet = FleetConfig {
+            report_retention,
+            max_reports_per_host: positive(
+                "max_reports_per_host",
+                cli.max_reports_per_host.or(file.max_reports_per_host),
+                fleet_defaults.max_reports_per_host,
+            )?,
+            stale_after: Duration::from_secs(positive(
+                "stale_after",
+                cli.stale_after.or(file.stale_after),
+                fleet_defaults.stale_after.as_secs(),
+            )?),
+            max_report_bytes: positive(
+                "max_report_bytes",
+                cli.max_report_bytes.or(file.max_report_bytes),
+                fleet_defaults.max_report_bytes,
+            )?,
+            max_report_anomalies: positive(
+                "report_max_anomalies",
+                cli.report_max_anomalies
+                    .or(file.report_max_anomalies)
+                    .map(|n| n as u64),
+                fleet_defaults.max_report_anomalies as u64,
+            )? as usize,
+            max_clock_skew: Duration::from_secs(
+                cli.max_clock_skew
+                    .or(file.max_clock_skew)
+                    .unwrap_or(fleet_defaults.max_clock_skew.as_secs()),
+            ),
+            host_burst: positive(
+                "host_burst",
+                cli.host_burst.or(file.host_burst).map(u64::from),
+                u64::from(fleet_defaults.host_burst),
+            )?
+            .min(u64::from(u32::MAX)) as u32,
+        };
         Ok(Config {
+            fleet,
             listen: cli
                 .listen
                 .or(file.listen)

@@ -3,9 +3,11 @@
 //! logging and signals around [`server::serve`].
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod fleet;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
@@ -64,12 +66,18 @@ pub async fn run(
                 .map_err(|error| anyhow::anyhow!("--collector-key: {error}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let data = config.data.clone();
+    let audit = tokio::task::spawn_blocking(move || audit::Audit::open(&data)).await??;
+    let store: Arc<dyn store::Store> = Arc::new(store);
     let state = AppState::new(
-        Arc::new(store),
+        store,
         Tokens::new(&config.tokens),
         config.limits.clone(),
         collector_keys,
+        config.fleet.clone(),
+        Some(Arc::new(audit)),
     )?;
+    tokio::spawn(prune_reports(state.clone()));
     state.metrics.record_recovery(&recovery);
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
@@ -88,7 +96,7 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(local);
     }
-    let router = app::router(state.clone());
+    let router = app::app(state.clone());
     server::serve(
         listener,
         router,
@@ -105,6 +113,27 @@ pub async fn run(
     tokio::task::spawn_blocking(move || state.flush_store()).await??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes reports past their retention, at start and then every tenth of the
+/// retention (at most hourly, at least every second).
+async fn prune_reports(state: Arc<AppState>) {
+    let retention = state.fleet.config.report_retention;
+    let every = (retention / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let worker = state.clone();
+        match tokio::task::spawn_blocking(move || worker.fleet.prune()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "reports past their retention removed"),
+            Ok(Err(error)) => tracing::error!("pruning reports: {error}"),
+            Err(error) => tracing::error!("pruning reports: {error}"),
+        }
+    }
 }
 
 /// The service on a thread of its own, for embedding and for other crates' tests: a

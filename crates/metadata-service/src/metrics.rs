@@ -35,6 +35,20 @@ struct RouteLabels {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    /// An image with a stored baseline (reports of unknown images are refused).
+    image_id: String,
+    /// `clean`, `drifted`, `failing` or `stale`.
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabels {
+    /// `stored`, `duplicate` or a refusal's error code (a closed set).
+    outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~26 s
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -62,6 +76,10 @@ pub struct Metrics {
     connections_refused: Counter,
     connections_evicted: Counter,
     store_recovered: Family<RecoveryLabels, Counter>,
+    hosts: Family<HostLabels, Gauge>,
+    reports: Family<ReportLabels, Counter>,
+    spool_dropped: Counter,
+    report_gaps: Counter,
 }
 
 impl Default for Metrics {
@@ -121,7 +139,35 @@ impl Metrics {
              entries rebuilt, signatures restored into the index, files moved to lost+found",
             store_recovered.clone(),
         );
+        let hosts = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "hosts",
+            "Hosts by image and status (computed when scraped)",
+            hosts.clone(),
+        );
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "reports",
+            "Host reports by outcome: stored, duplicate (a retry), or why refused",
+            reports.clone(),
+        );
+        let spool_dropped = Counter::default();
+        registry.register(
+            "spool_dropped",
+            "Reports agents said their spool dropped (oldest first, when full)",
+            spool_dropped.clone(),
+        );
+        let report_gaps = Counter::default();
+        registry.register(
+            "report_gaps",
+            "Sequence numbers of host reports that never arrived",
+            report_gaps.clone(),
+        );
         Metrics {
+            hosts,
+            reports,
+            spool_dropped,
+            report_gaps,
             registry,
             requests,
             latency,
@@ -172,6 +218,27 @@ impl Metrics {
     /// An idle connection closed to make room for its client.
     pub fn evicted_connection(&self) {
         self.connections_evicted.inc();
+    }
+
+    /// A report's outcome (`stored`, `duplicate` or a refusal's error code).
+    pub fn report(&self, outcome: &'static str) {
+        self.reports.get_or_create(&ReportLabels { outcome }).inc();
+    }
+
+    /// What an accepted report said about its agent's spool, and the gap it opened.
+    pub fn report_losses(&self, spool_dropped: u64, gap: u64) {
+        self.spool_dropped.inc_by(spool_dropped);
+        self.report_gaps.inc_by(gap);
+    }
+
+    /// Replaces the host counts (called when scraped).
+    pub fn set_hosts(&self, counts: impl IntoIterator<Item = (String, &'static str, i64)>) {
+        self.hosts.clear();
+        for (image_id, status, count) in counts {
+            self.hosts
+                .get_or_create(&HostLabels { image_id, status })
+                .set(count);
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -1,12 +1,19 @@
-//! The HTTP API (REFERENCE §2): routes, handlers, JSON errors, content negotiation and
-//! the per-request middleware (timeout, metrics, request log). Handlers by resource:
-//! `baselines.rs`, `signatures.rs`; `error.rs` is the one error type, `cache.rs` the
-//! body cache.
+//! The HTTP API (REFERENCE §2, §7): [`app`] builds the router, its layers and the
+//! per-request middleware (timeout, metrics, request log); bearer auth is a layer on
+//! the routes that need a scope ([`require`]). Handlers by resource: `baselines.rs`,
+//! `signatures.rs`, `reports.rs`, `hosts.rs`, `fleet.rs` (fleet, drift, audit),
+//! `accepts.rs`; `error.rs` is the one error type, `cache.rs` the body cache.
 
+mod accepts;
 mod baselines;
 mod cache;
 mod error;
+mod fleet;
+mod hosts;
+mod reports;
 mod signatures;
+#[cfg(test)]
+mod tests;
 
 use baselines::{get_baseline, list_baselines, post_baseline};
 use cache::BodyCache;
@@ -14,16 +21,19 @@ use error::json_body;
 pub use error::ApiError;
 use signatures::{get_signature, put_signature};
 
+use crate::audit::Audit;
 use crate::auth::{AuthError, Caller, Scope, Tokens};
+use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::BaselineMeta;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -80,6 +90,8 @@ pub struct AppState {
     /// Memory for bodies being received, in `BUDGET_UNIT`s (see `read_body`).
     upload_budget: Semaphore,
     pub metrics: Metrics,
+    /// Hosts, reports, drift groups, accepts (REFERENCE §7).
+    pub fleet: Fleet,
 }
 
 impl AppState {
@@ -89,7 +101,10 @@ impl AppState {
         tokens: Tokens,
         limits: Limits,
         collector_keys: Vec<integrity_trust::PublicKey>,
+        fleet: FleetConfig,
+        audit: Option<Arc<Audit>>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
+        let fleet = Fleet::load(store.clone(), audit, fleet)?;
         let metas: BTreeMap<_, _> = store
             .list()?
             .into_iter()
@@ -110,10 +125,11 @@ impl AppState {
             collector_keys,
             limits,
             metrics,
+            fleet,
         }))
     }
 
-    fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
+    pub(crate) fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
         self.metas.read().expect("metas").get(image_id).cloned()
     }
 
@@ -125,6 +141,49 @@ impl AppState {
     pub fn baseline_count(&self) -> usize {
         self.metas.read().expect("metas").len()
     }
+
+    /// The last seq of a known host; `404` otherwise.
+    fn known_host(&self, host_id: &str) -> Result<u64, ApiError> {
+        self.fleet
+            .state()
+            .hosts
+            .get(host_id)
+            .map(|host| host.record.last_seq)
+            .ok_or_else(|| ApiError::not_found("no such host"))
+    }
+}
+
+/// The bearer-auth layer of the routes that need `scope` (or `admin`): the caller is
+/// put in the request's extensions for the handler.
+async fn require(
+    State((state, scope)): State<(Arc<AppState>, Scope)>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = auth(&state, request.headers(), scope)?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+fn host_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_host_id",
+            rejection.body_text(),
+        )
+    })?;
+    integrity_common::report::validate_host_id(&id)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_host_id", why))?;
+    Ok(id)
+}
+
+fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        rejection.body_text(),
+    )
 }
 
 /// The caller of a request that needs a token of scope `needed` (or `admin`).
@@ -264,6 +323,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
     if let Ok(Ok(bytes)) = blocking(move || worker.store.size_on_disk()).await {
         state.metrics.store_bytes.set(bytes as i64);
     }
+    let counts = state.image_counts();
+    state
+        .metrics
+        .set_hosts(counts.into_iter().flat_map(|(image, counts)| {
+            crate::fleet::host::Status::ALL
+                .into_iter()
+                .map(move |status| {
+                    let count = counts.by_status.get(&status).copied().unwrap_or(0);
+                    (image.clone(), status.as_str(), count as i64)
+                })
+        }));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -327,12 +397,23 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 }
 
 /// Every route template (the metrics' `route` label is one of these or `unmatched`).
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 16] = [
     "/baselines",
     "/baselines/{image_id}",
     "/baselines/{image_id}/signature",
     "/healthz",
     "/metrics",
+    "/reports",
+    "/fleet",
+    "/drift",
+    "/hosts",
+    "/hosts/{host_id}",
+    "/hosts/{host_id}/reports",
+    "/hosts/{host_id}/reports/{seq}",
+    "/hosts/{host_id}/key",
+    "/accepts",
+    "/accepts/{id}",
+    "/audit",
 ];
 
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
@@ -342,14 +423,46 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
         .unwrap_or("unmatched")
 }
 
-/// The service's router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The service: every route, the auth layer on those that need a scope, the
+/// middleware around all of them.
+pub fn app(state: Arc<AppState>) -> Router {
+    let scope = |scope: Scope| middleware::from_fn_with_state((state.clone(), scope), require);
     Router::new()
         .route(ROUTES[0], get(list_baselines).post(post_baseline))
         .route(ROUTES[1], get(get_baseline))
         .route(ROUTES[2], put(put_signature).get(get_signature))
         .route(ROUTES[3], get(healthz))
         .route(ROUTES[4], get(metrics))
+        .route(
+            ROUTES[5],
+            post(reports::post_report.layer(scope(Scope::Report))),
+        )
+        .route(ROUTES[6], get(fleet::get_fleet.layer(scope(Scope::Read))))
+        .route(ROUTES[7], get(fleet::get_drift.layer(scope(Scope::Read))))
+        .route(ROUTES[8], get(hosts::list_hosts.layer(scope(Scope::Read))))
+        .route(ROUTES[9], get(hosts::get_host.layer(scope(Scope::Read))))
+        .route(
+            ROUTES[10],
+            get(reports::list_reports.layer(scope(Scope::Read))),
+        )
+        .route(
+            ROUTES[11],
+            get(reports::get_report.layer(scope(Scope::Read))),
+        )
+        .route(
+            ROUTES[12],
+            delete(hosts::delete_key.layer(scope(Scope::Admin))),
+        )
+        .route(
+            ROUTES[13],
+            get(accepts::list_accepts.layer(scope(Scope::Read)))
+                .post(accepts::post_accept.layer(scope(Scope::Admin))),
+        )
+        .route(
+            ROUTES[14],
+            delete(accepts::delete_accept.layer(scope(Scope::Admin))),
+        )
+        .route(ROUTES[15], get(fleet::get_audit.layer(scope(Scope::Admin))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

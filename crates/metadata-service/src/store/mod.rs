@@ -11,10 +11,13 @@
 //!   rebuild the entry from a body that proves itself, or move the file aside. Nothing
 //!   but temp files is ever deleted.
 
+mod fleet;
 mod lost_found;
 mod recover;
 mod sled;
+mod sled_fleet;
 
+pub use self::fleet::{Accept, FleetWrite, HostRecord, ReportRow, StoredReport};
 pub use self::sled::SledStore;
 
 use crate::ingest::{BaselineMeta, Encoding, Prepared};
@@ -22,7 +25,7 @@ use bytes::Bytes;
 
 /// A store failure (I/O, corruption): the request gets a 500 and nothing is
 /// acknowledged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreError(pub String);
 
 impl std::fmt::Display for StoreError {
@@ -110,4 +113,32 @@ pub trait Store: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Flushes anything buffered (called at shutdown; writes are already durable).
     fn flush(&self) -> Result<(), StoreError>;
+
+    // The fleet (REFERENCE §7).
+
+    /// Makes a batch of fleet writes durable with one commit (one disk flush for all):
+    /// when it returns `Ok`, every write of the batch survives a crash; each write is
+    /// atomic on its own.
+    fn apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError>;
+    /// Every host (loaded at start-up; the service keeps the fleet's state in memory).
+    fn hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
+    /// One stored report of a host.
+    fn report(&self, host_id: &str, seq: u64) -> Result<Option<StoredReport>, StoreError>;
+    /// A host's reports below `before` (all when `None`), newest first, at most `limit`.
+    fn reports(
+        &self,
+        host_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ReportRow>, StoreError>;
+    /// Removes a host's reports received before `received_before` (Unix seconds),
+    /// never the one with seq `keep`; returns how many went.
+    fn prune_reports(
+        &self,
+        host_id: &str,
+        received_before: u64,
+        keep: u64,
+    ) -> Result<u64, StoreError>;
+    /// Every accept.
+    fn accepts(&self) -> Result<Vec<Accept>, StoreError>;
 }

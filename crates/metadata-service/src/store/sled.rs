@@ -24,6 +24,10 @@ pub struct SledStore {
     pub(super) db: sled::Db,
     pub(super) meta: sled::Tree,
     pub(super) signatures: sled::Tree,
+    /// The fleet (`sled_fleet.rs`): host records, reports by host and seq, accepts.
+    pub(super) hosts: sled::Tree,
+    pub(super) reports: sled::Tree,
+    pub(super) accepts: sled::Tree,
     /// The data directory (`index/`, `objects/`, `lost+found/`).
     pub(super) dir: PathBuf,
     pub(super) objects: PathBuf,
@@ -133,6 +137,9 @@ impl SledStore {
         let mut store = SledStore {
             meta: db.open_tree("meta")?,
             signatures: db.open_tree("signatures")?,
+            hosts: db.open_tree("hosts")?,
+            reports: db.open_tree("reports")?,
+            accepts: db.open_tree("accepts")?,
             dir: dir.to_owned(),
             objects,
             db,
@@ -384,5 +391,39 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn apply(&self, writes: &[super::FleetWrite]) -> Result<(), StoreError> {
+        self.fleet_apply(writes)
+    }
+
+    fn hosts(&self) -> Result<Vec<super::HostRecord>, StoreError> {
+        self.fleet_hosts()
+    }
+
+    fn report(&self, host_id: &str, seq: u64) -> Result<Option<super::StoredReport>, StoreError> {
+        self.fleet_report(host_id, seq)
+    }
+
+    fn reports(
+        &self,
+        host_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<super::ReportRow>, StoreError> {
+        self.fleet_reports(host_id, before, limit)
+    }
+
+    fn prune_reports(
+        &self,
+        host_id: &str,
+        received_before: u64,
+        keep: u64,
+    ) -> Result<u64, StoreError> {
+        self.fleet_prune(host_id, received_before, keep)
+    }
+
+    fn accepts(&self) -> Result<Vec<super::Accept>, StoreError> {
+        self.fleet_accepts()
     }
 }

@@ -1,0 +1,300 @@
+//! `POST /reports`, decided in this order (REFERENCE §7): the report parses and
+//! validates (400, naming the field), is not from the future (400), is of a known
+//! image (422); its host has no other report in flight and is within its rate (429);
+//! it is signed by the host's pinned key, or, for a host not enrolled, by the key it
+//! offers, which is then pinned (403); its seq is above the host's last (else the very
+//! same bytes are a retry, 200, and anything else a replay, 409). Then it is committed
+//! (group commit: durable before 201) and only then changes the state in memory.
+//! Every 403 and 409 and every enrollment is audited.
+
+use super::host::{gaps_after, Host};
+use super::{now_ms, now_secs, Fleet};
+use crate::audit::AuditRecord;
+use crate::store::{FleetWrite, HostRecord, StoreError, StoredReport};
+use bytes::Bytes;
+use integrity_common::report::{timestamp_secs, HostReport};
+
+/// A report taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// Stored and durable (201); with the reports its agent's spool dropped and the
+    /// seqs it showed missing (for the metrics).
+    Stored {
+        host_id: String,
+        seq: u64,
+        spool_dropped: u64,
+        missing: u64,
+    },
+    /// The very same report again: a retry (200).
+    Duplicate { host_id: String, seq: u64 },
+}
+
+/// A report refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    Invalid(String),
+    BadSignature(String),
+    KeyMismatch,
+    NoHostKey,
+    Replay { last_seq: u64 },
+    UnknownImage(String),
+    RateLimited,
+    Store(StoreError),
+}
+
+impl Refusal {
+    /// The error code (and the metrics' outcome label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid_report",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::KeyMismatch => "key_mismatch",
+            Refusal::NoHostKey => "no_host_key",
+            Refusal::Replay { .. } => "replay",
+            Refusal::UnknownImage(_) => "unknown_image",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Store(_) => "store_error",
+        }
+    }
+}
+
+/// Clears a host's in-flight mark however the request ends.
+struct InFlight<'a> {
+    fleet: &'a Fleet,
+    host_id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.fleet.state();
+        state.enrolling.remove(&self.host_id);
+        if let Some(host) = state.hosts.get_mut(&self.host_id) {
+            host.in_flight = false;
+        }
+    }
+}
+
+fn header_text(value: &str, what: &str) -> Result<String, Refusal> {
+    integrity_trust::from_header(value)
+        .map_err(|_| Refusal::Invalid(format!("{what}: not base64 text")))
+}
+
+impl Fleet {
+    /// Admits a report (see the module doc). `image_known` says whether an image id has
+    /// a stored baseline.
+    pub async fn admit(
+        &self,
+        body: Bytes,
+        signature: Option<&str>,
+        host_key: Option<&str>,
+        image_known: impl Fn(&str) -> bool,
+    ) -> Result<Admitted, Refusal> {
+        let report = HostReport::parse(&body, self.config.max_report_anomalies)
+            .map_err(|error| Refusal::Invalid(error.to_string()))?;
+        let now = now_secs();
+        let skew = self.config.max_clock_skew.as_secs();
+        if timestamp_secs(&report.finished) > now.saturating_add(skew) {
+            return Err(Refusal::Invalid(format!(
+                "finished: {} is more than {skew} s ahead of the service's clock",
+                report.finished
+            )));
+        }
+        if !image_known(&report.image_id) {
+            return Err(Refusal::UnknownImage(report.image_id));
+        }
+        let signature = match signature {
+            Some(value) => header_text(value, "X-Bulletproof-Signature")?,
+            None => {
+                return Err(Refusal::BadSignature(
+                    "no X-Bulletproof-Signature header".into(),
+                ))
+            }
+        };
+        let offered = match host_key {
+            Some(value) => Some(
+                integrity_trust::parse_public_key(&header_text(value, "X-Bulletproof-Host-Key")?)
+                    .map_err(|error| {
+                    Refusal::Invalid(format!("X-Bulletproof-Host-Key: not a public key: {error}"))
+                })?,
+            ),
+            None => None,
+        };
+
+        // Claim the host (one report at a time) and read what we need of it.
+        let (pinned, previous) = {
+            let mut state = self.state();
+            let burst = self.config.host_burst;
+            match state.hosts.get_mut(&report.host_id) {
+                Some(host) => {
+                    if host.in_flight || !host.bucket.take(burst, now_ms()) {
+                        return Err(Refusal::RateLimited);
+                    }
+                    host.in_flight = true;
+                    (host.key.clone(), Some(host.record.clone()))
+                }
+                None => {
+                    if !state.enrolling.insert(report.host_id.clone()) {
+                        return Err(Refusal::RateLimited);
+                    }
+                    (None, None)
+                }
+            }
+        };
+        let _claim = InFlight {
+            fleet: self,
+            host_id: report.host_id.clone(),
+        };
+
+        let enrolling = pinned.is_none();
+        let key = match (pinned, &offered) {
+            (Some(pinned), _) => pinned,
+            (None, Some(offered)) => offered.clone(),
+            (None, None) => return Err(Refusal::NoHostKey),
+        };
+        if let Err(error) = integrity_trust::verify(&key, &body, &signature, false) {
+            let by_offered = !enrolling
+                && offered.as_ref().is_some_and(|offered| {
+                    integrity_trust::verify(offered, &body, &signature, false).is_ok()
+                });
+            let refusal = if by_offered {
+                Refusal::KeyMismatch
+            } else {
+                Refusal::BadSignature(error.to_string())
+            };
+            self.audit_refusal(&report, &refusal);
+            return Err(refusal);
+        }
+
+        // A host re-enrolling (its key removed by an admin) may start its seqs again.
+        let last_seq = match &previous {
+            Some(record) if !enrolling => record.last_seq,
+            _ => 0,
+        };
+        if report.seq <= last_seq {
+            let store = self.store().clone();
+            let (host_id, seq) = (report.host_id.clone(), report.seq);
+            let stored = tokio::task::spawn_blocking(move || store.report(&host_id, seq))
+                .await
+                .map_err(|error| Refusal::Store(StoreError(error.to_string())))?
+                .map_err(Refusal::Store)?;
+            if stored.is_some_and(|stored| stored.bytes == body) {
+                return Ok(Admitted::Duplicate {
+                    host_id: report.host_id,
+                    seq: report.seq,
+                });
+            }
+            let refusal = Refusal::Replay { last_seq };
+            self.audit_refusal(&report, &refusal);
+            return Err(refusal);
+        }
+
+        let seen = integrity_common::manifest::now_timestamp();
+        let (gaps, missing) = match &previous {
+            Some(record) => gaps_after(record.gaps.clone(), last_seq, report.seq),
+            None => gaps_after(Vec::new(), 0, report.seq),
+        };
+        let record = HostRecord {
+            host_id: report.host_id.clone(),
+            hostname: report.hostname.clone(),
+            image_id: report.image_id.clone(),
+            public_key: Some(
+                previous
+                    .as_ref()
+                    .and_then(|record| record.public_key.clone())
+                    .filter(|_| !enrolling)
+                    .unwrap_or_else(|| key.to_base64()),
+            ),
+            enrolled: match &previous {
+                Some(record) if !enrolling => record.enrolled.clone(),
+                _ => seen.clone(),
+            },
+            first_seen: previous
+                .as_ref()
+                .map_or_else(|| seen.clone(), |record| record.first_seen.clone()),
+            last_seen: seen,
+            last_seq: report.seq,
+            gaps,
+            interval_secs: report.interval_secs,
+            spool_dropped: previous.as_ref().map_or(0, |record| record.spool_dropped)
+                + report.spool_dropped,
+        };
+        let cap = self.config.max_reports_per_host.max(1);
+        let mut audit = Vec::new();
+        if enrolling {
+            audit.push(AuditRecord::new(
+                "enroll",
+                format!("host {} enrolled", report.host_id),
+                serde_json::json!({
+                    "host_id": report.host_id,
+                    "hostname": report.hostname,
+                    "image_id": report.image_id,
+                    "key_fingerprint": integrity_trust::key_id(&key),
+                    "seq": report.seq,
+                    "again": previous.is_some(),
+                }),
+            ));
+        }
+        let write = FleetWrite::Report {
+            host: record.clone(),
+            seq: report.seq,
+            report: StoredReport {
+                received: now,
+                signature,
+                bytes: body,
+            },
+            prune_through: report.seq.checked_sub(cap).filter(|through| *through > 0),
+        };
+        self.writer
+            .commit(vec![write], audit)
+            .await
+            .map_err(Refusal::Store)?;
+
+        let mut state = self.state();
+        let previous_image = previous
+            .as_ref()
+            .map_or_else(|| report.image_id.clone(), |record| record.image_id.clone());
+        let mut host = state
+            .hosts
+            .remove(&report.host_id)
+            .unwrap_or_else(|| Host::new(record.clone(), None, self.config.host_burst, now_ms()));
+        host.key = Some(key);
+        host.last_seen_secs = now;
+        host.record = record;
+        super::Fleet::set_latest(&mut state, &mut host, &report, &previous_image);
+        state.hosts.insert(report.host_id.clone(), host);
+        drop(state);
+        Ok(Admitted::Stored {
+            host_id: report.host_id,
+            seq: report.seq,
+            spool_dropped: report.spool_dropped,
+            missing,
+        })
+    }
+
+    fn audit_refusal(&self, report: &HostReport, refusal: &Refusal) {
+        let why = match refusal {
+            Refusal::KeyMismatch => "signed by another key than the host's pinned one".to_owned(),
+            Refusal::BadSignature(detail) => format!("signature does not verify: {detail}"),
+            Refusal::Replay { last_seq } => {
+                format!(
+                    "seq {} is not above the host's last, {last_seq}",
+                    report.seq
+                )
+            }
+            _ => return,
+        };
+        self.writer.audit(vec![AuditRecord::new(
+            "report_refused",
+            format!(
+                "report {} of host {} refused: {why}",
+                report.seq, report.host_id
+            ),
+            serde_json::json!({
+                "host_id": report.host_id,
+                "seq": report.seq,
+                "image_id": report.image_id,
+                "reason": refusal.code(),
+            }),
+        )]);
+    }
+}

@@ -1,0 +1,183 @@
+//! The fleet (REFERENCE §7): hosts, their signed reports, drift groups and accepted
+//! drift. The store holds the records ([`crate::store::Store`]); this module keeps the
+//! fleet's state in memory, loaded at start-up and changed only after a write is
+//! durable, so views never scan reports:
+//!
+//! * `host.rs` — one host: record, pinned key, latest report's summary, status.
+//! * `drift.rs` — drift groups (incremental) and the accepts index.
+//! * `writer.rs` — the group commit all fleet writes go through.
+//! * `views.rs` — the JSON of `/fleet`, `/hosts`, `/drift`.
+//! * `admit.rs` — what `POST /reports` decides, in order.
+
+mod admit;
+pub mod drift;
+pub mod host;
+pub mod views;
+pub mod writer;
+
+pub use admit::{Admitted, Refusal};
+
+use crate::audit::Audit;
+use crate::store::{Accept, Store, StoreError};
+use drift::{Accepts, DriftIndex};
+use host::{Host, Latest};
+use integrity_common::report::HostReport;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use writer::Writer;
+
+/// The fleet's knobs (REFERENCE §5).
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Stale after this long without a report, when the report gave no interval.
+    pub stale_after: Duration,
+    /// Reports older than this are removed (the latest of each host is kept).
+    pub report_retention: Duration,
+    /// Reports kept per host at most (the latest always).
+    pub max_reports_per_host: u64,
+    /// Largest report body.
+    pub max_report_bytes: u64,
+    /// Most anomalies in one report.
+    pub max_report_anomalies: usize,
+    /// How far in the future a report's `finished` may be.
+    pub max_clock_skew: Duration,
+    /// Reports a host may send at once (then one per second).
+    pub host_burst: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            stale_after: Duration::from_secs(7200),
+            report_retention: Duration::from_secs(30 * 86400),
+            // 30 days at a 5-minute interval.
+            max_reports_per_host: 10_000,
+            max_report_bytes: 4 * 1024 * 1024,
+            max_report_anomalies: 1000,
+            max_clock_skew: Duration::from_secs(300),
+            // A full agent spool (1000) drains in one go.
+            host_burst: 1100,
+        }
+    }
+}
+
+/// The fleet's state in memory.
+#[derive(Default)]
+pub struct FleetState {
+    pub hosts: BTreeMap<String, Host>,
+    pub drift: DriftIndex,
+    pub accepts: Accepts,
+    /// Hosts whose first report is being committed (one at a time, as for known hosts).
+    pub enrolling: std::collections::HashSet<String>,
+}
+
+pub struct Fleet {
+    pub config: FleetConfig,
+    state: Mutex<FleetState>,
+    pub writer: Writer,
+    pub audit: Option<Arc<Audit>>,
+    store: Arc<dyn Store>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_secs())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_millis() as u64)
+}
+
+impl Fleet {
+    /// Loads every host (and its latest report) and every accept from the store.
+    pub fn load(
+        store: Arc<dyn Store>,
+        audit: Option<Arc<Audit>>,
+        config: FleetConfig,
+    ) -> Result<Fleet, StoreError> {
+        let mut state = FleetState::default();
+        for accept in store.accepts()? {
+            state.accepts.insert(accept);
+        }
+        let now = now_ms();
+        for record in store.hosts()? {
+            let latest = match store.report(&record.host_id, record.last_seq)? {
+                Some(stored) => match HostReport::parse(&stored.bytes, usize::MAX) {
+                    Ok(report) => {
+                        let keys = state.drift.keys_of(&record.image_id, &report.anomalies);
+                        state.drift.add(&record.image_id, &record.host_id, &keys);
+                        Some(Latest::of(&report, keys))
+                    }
+                    Err(error) => {
+                        tracing::warn!(host_id = %record.host_id, "latest report unreadable: {error}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let host = Host::new(record, latest, config.host_burst, now);
+            state.hosts.insert(host.record.host_id.clone(), host);
+        }
+        let writer = Writer::start(store.clone(), audit.clone())
+            .map_err(|error| StoreError(format!("cannot start the fleet writer: {error}")))?;
+        Ok(Fleet {
+            config,
+            state: Mutex::new(state),
+            writer,
+            audit,
+            store,
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, FleetState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Sets a host's new latest report in memory (after its commit).
+    pub fn set_latest(
+        state: &mut FleetState,
+        host: &mut Host,
+        report: &HostReport,
+        previous_image: &str,
+    ) {
+        if let Some(latest) = host.latest.take() {
+            state
+                .drift
+                .remove(previous_image, &host.record.host_id, &latest.findings);
+        }
+        let keys = state.drift.keys_of(&report.image_id, &report.anomalies);
+        state.drift.add(&report.image_id, &report.host_id, &keys);
+        host.latest = Some(Latest::of(report, keys));
+    }
+
+    /// Adds an accept in memory (after its commit).
+    pub fn accepted(&self, accept: Accept) {
+        self.state().accepts.insert(accept);
+    }
+
+    /// Removes reports past the retention, host by host (never a host's latest).
+    pub fn prune(&self) -> Result<u64, StoreError> {
+        let cutoff = now_secs().saturating_sub(self.config.report_retention.as_secs());
+        let hosts: Vec<(String, u64)> = self
+            .state()
+            .hosts
+            .values()
+            .map(|host| (host.record.host_id.clone(), host.record.last_seq))
+            .collect();
+        let mut removed = 0;
+        for (host_id, last_seq) in hosts {
+            removed += self.store.prune_reports(&host_id, cutoff, last_seq)?;
+        }
+        Ok(removed)
+    }
+}

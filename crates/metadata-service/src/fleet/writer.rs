@@ -1,0 +1,108 @@
+//! Group commit: one thread owns the fleet's writes. Handlers hand it their writes and
+//! wait; it takes every job that arrived while the previous commit ran, makes them
+//! durable with one [`Store::apply`] (one disk flush), appends their audit records
+//! with one `append_many` (one more), and answers them all. Under load a flush is
+//! shared by hundreds of reports; alone, a report waits for one flush, as before.
+
+use crate::audit::{Audit, AuditRecord};
+use crate::store::{FleetWrite, Store, StoreError};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Most jobs committed together.
+const MAX_JOBS: usize = 2048;
+
+struct Job {
+    writes: Vec<FleetWrite>,
+    audit: Vec<AuditRecord>,
+    done: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The handle handlers hold.
+pub struct Writer {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It ends when the last handle is dropped.
+    pub fn start(store: Arc<dyn Store>, audit: Option<Arc<Audit>>) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(MAX_JOBS * 4);
+        std::thread::Builder::new()
+            .name("fleet-writer".into())
+            .spawn(move || run(&*store, audit.as_deref(), &queue))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Makes `writes` durable and appends `audit`; returns once both are done.
+    pub async fn commit(
+        &self,
+        writes: Vec<FleetWrite>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            writes,
+            audit,
+            done: Some(done),
+        };
+        let sender = self.jobs.clone();
+        // The queue is bounded: a full one blocks, so wait for room off the runtime.
+        tokio::task::spawn_blocking(move || sender.send(job))
+            .await
+            .map_err(|_| StoreError("the fleet writer is gone".into()))?
+            .map_err(|_| StoreError("the fleet writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError("the fleet writer stopped".into()))?
+    }
+
+    /// Appends audit records without waiting (refused reports: nothing to commit).
+    pub fn audit(&self, audit: Vec<AuditRecord>) {
+        let job = Job {
+            writes: Vec::new(),
+            audit,
+            done: None,
+        };
+        if self.jobs.try_send(job).is_err() {
+            tracing::error!("audit record dropped: the fleet writer's queue is full");
+        }
+    }
+}
+
+fn run(store: &dyn Store, audit: Option<&Audit>, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_JOBS {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let had_writes: Vec<bool> = jobs.iter().map(|job| !job.writes.is_empty()).collect();
+        let writes: Vec<FleetWrite> = jobs
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.writes))
+            .collect();
+        let committed = if writes.is_empty() {
+            Ok(())
+        } else {
+            store.apply(&writes)
+        };
+        if let Some(audit) = audit {
+            // Records of jobs whose writes did not commit are not written: nothing
+            // happened. Refusals (no writes) are always recorded.
+            let records: Vec<&AuditRecord> = jobs
+                .iter()
+                .zip(&had_writes)
+                .filter(|(_, had)| committed.is_ok() || !**had)
+                .flat_map(|(job, _)| job.audit.iter())
+                .collect();
+            audit.append(&records);
+        }
+        for job in jobs {
+            if let Some(done) = job.done {
+                let _ = done.send(committed.clone());
+            }
+        }
+    }
+}

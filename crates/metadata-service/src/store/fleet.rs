@@ -1,0 +1,79 @@
+//! What a store keeps of the fleet (REFERENCE §7): hosts, their signed reports and
+//! accepted drift, as plain values any backend can hold (the sled one is in
+//! `sled_fleet.rs`). The service derives everything else (status, drift groups) from
+//! these in memory (`crate::fleet`).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A host as stored: its identity and the bookkeeping of its reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub host_id: String,
+    pub hostname: String,
+    pub image_id: String,
+    /// The pinned public key (minisign base64 line); `None` once an admin re-opened
+    /// enrollment: the next report's key is pinned.
+    pub public_key: Option<String>,
+    /// When the current key was pinned.
+    pub enrolled: String,
+    pub first_seen: String,
+    /// When the latest report was received (the service's clock).
+    pub last_seen: String,
+    pub last_seq: u64,
+    /// Sequence numbers never received, as inclusive ranges, oldest first.
+    pub gaps: Vec<(u64, u64)>,
+    /// The latest report's interval (stale after 3 of them without a report).
+    pub interval_secs: Option<u64>,
+    /// Reports the agent said its spool dropped, in total.
+    #[serde(default)]
+    pub spool_dropped: u64,
+}
+
+/// A report as stored: its exact signed bytes, their signature, when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    /// Unix seconds at which the service received it (retention counts from here).
+    pub received: u64,
+    /// The `.minisig` text.
+    pub signature: String,
+    pub bytes: Bytes,
+}
+
+/// Accepted drift: findings equal to these are expected (REFERENCE §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accept {
+    pub id: String,
+    pub image_id: String,
+    /// `None`: every host of the image.
+    pub host_id: Option<String>,
+    pub path: String,
+    pub anomaly: String,
+    /// The finding's current values, exactly (a later, different change is drift).
+    pub current: serde_json::Value,
+    pub comment: String,
+    pub created: String,
+    /// The token name of the admin who accepted it.
+    pub created_by: String,
+}
+
+/// One change to the fleet's stored state; [`super::Store::apply`] makes a batch of
+/// them durable at once (the service's group commit).
+#[derive(Debug, Clone)]
+pub enum FleetWrite {
+    /// A report and its host's new record; reports of the host at or below
+    /// `prune_through` are removed in the same commit (the per-host cap).
+    Report {
+        host: HostRecord,
+        seq: u64,
+        report: StoredReport,
+        prune_through: Option<u64>,
+    },
+    /// A host's record alone (its key removed by an admin).
+    Host(HostRecord),
+    PutAccept(Accept),
+    DeleteAccept(String),
+}
+
+/// A report's listing entry: its seq and stored form.
+pub type ReportRow = (u64, StoredReport);

@@ -1,0 +1,250 @@
+//! The fleet in the sled store: three trees beside the baseline index.
+//!
+//! * `hosts`: host id → the host record as JSON.
+//! * `reports`: 16 bytes of host id + seq (big-endian, so a host's reports are one
+//!   ordered range) → received time (8 bytes), signature length (4 bytes), the
+//!   signature, then the report's exact bytes.
+//! * `accepts`: accept id → the accept as JSON.
+//!
+//! A batch of writes is one sled transaction over the three trees followed by one
+//! flush: that is the service's group commit (one `fsync` for every report that
+//! arrived while the previous one ran).
+
+use super::sled::SledStore;
+use super::{Accept, FleetWrite, HostRecord, ReportRow, StoreError, StoredReport};
+use bytes::Bytes;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+/// The key of a host's report: its id's 16 bytes, then the seq.
+fn report_key(host_id: &str, seq: u64) -> Result<[u8; 24], StoreError> {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&host_prefix(host_id)?);
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    Ok(key)
+}
+
+fn host_prefix(host_id: &str) -> Result<[u8; 16], StoreError> {
+    let digits = host_id.as_bytes();
+    if digits.len() != 32 {
+        return Err(StoreError(format!(
+            "host id {host_id:?} is not 32 hex digits"
+        )));
+    }
+    let mut out = [0u8; 16];
+    for (index, pair) in digits.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).map_err(|_| StoreError("host id".into()))?;
+        out[index] = u8::from_str_radix(text, 16)
+            .map_err(|_| StoreError(format!("host id {host_id:?} is not hex")))?;
+    }
+    Ok(out)
+}
+
+fn encode_report(report: &StoredReport) -> Vec<u8> {
+    let mut value = Vec::with_capacity(12 + report.signature.len() + report.bytes.len());
+    value.extend_from_slice(&report.received.to_be_bytes());
+    value.extend_from_slice(&(report.signature.len() as u32).to_be_bytes());
+    value.extend_from_slice(report.signature.as_bytes());
+    value.extend_from_slice(&report.bytes);
+    value
+}
+
+fn decode_report(value: &[u8]) -> Result<StoredReport, StoreError> {
+    let corrupt = || StoreError("a stored report is damaged".into());
+    let received = u64::from_be_bytes(value.get(..8).ok_or_else(corrupt)?.try_into().unwrap());
+    let length = u32::from_be_bytes(value.get(8..12).ok_or_else(corrupt)?.try_into().unwrap());
+    let end = 12usize.checked_add(length as usize).ok_or_else(corrupt)?;
+    let signature = std::str::from_utf8(value.get(12..end).ok_or_else(corrupt)?)
+        .map_err(|_| corrupt())?
+        .to_owned();
+    Ok(StoredReport {
+        received,
+        signature,
+        bytes: Bytes::copy_from_slice(&value[end..]),
+    })
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    key.get(16..24)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError(format!("encoding: {error}")))
+}
+
+impl SledStore {
+    pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError> {
+        // Keys of reports the per-host cap removes, found before the transaction
+        // (sled transactions do not scan).
+        let mut pruned = Vec::new();
+        let mut encoded = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                FleetWrite::Report {
+                    host,
+                    seq,
+                    report,
+                    prune_through,
+                } => {
+                    if let Some(through) = prune_through {
+                        let start = report_key(&host.host_id, 0)?;
+                        let end = report_key(&host.host_id, *through)?;
+                        for entry in self.reports.range(start..=end) {
+                            pruned.push(entry?.0);
+                        }
+                    }
+                    encoded.push((
+                        Some((report_key(&host.host_id, *seq)?, encode_report(report))),
+                        Some((host.host_id.clone(), json(host)?)),
+                        None,
+                    ));
+                }
+                FleetWrite::Host(host) => {
+                    encoded.push((None, Some((host.host_id.clone(), json(host)?)), None))
+                }
+                FleetWrite::PutAccept(accept) => {
+                    encoded.push((None, None, Some((accept.id.clone(), Some(json(accept)?)))))
+                }
+                FleetWrite::DeleteAccept(id) => {
+                    encoded.push((None, None, Some((id.clone(), None))))
+                }
+            }
+        }
+        let result: Result<(), TransactionError<()>> = (&self.hosts, &self.reports, &self.accepts)
+            .transaction(|(hosts, reports, accepts)| {
+                for key in &pruned {
+                    reports.remove(key.as_ref())?;
+                }
+                for (report, host, accept) in &encoded {
+                    if let Some((key, value)) = report {
+                        reports.insert(&key[..], &value[..])?;
+                    }
+                    if let Some((id, value)) = host {
+                        hosts.insert(id.as_bytes(), &value[..])?;
+                    }
+                    match accept {
+                        Some((id, Some(value))) => {
+                            accepts.insert(id.as_bytes(), &value[..])?;
+                        }
+                        Some((id, None)) => {
+                            accepts.remove(id.as_bytes())?;
+                        }
+                        None => {}
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|error| StoreError(format!("sled transaction: {error:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn fleet_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        self.hosts
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value)
+                    .map_err(|error| StoreError(format!("a stored host is damaged: {error}")))
+            })
+            .collect()
+    }
+
+    pub(super) fn fleet_report(
+        &self,
+        host_id: &str,
+        seq: u64,
+    ) -> Result<Option<StoredReport>, StoreError> {
+        match self.reports.get(report_key(host_id, seq)?)? {
+            Some(value) => Ok(Some(decode_report(&value)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn fleet_reports(
+        &self,
+        host_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        let start = report_key(host_id, 0)?;
+        let end = report_key(host_id, before.unwrap_or(u64::MAX))?;
+        let mut rows = Vec::new();
+        for entry in self.reports.range(start..end).rev().take(limit) {
+            let (key, value) = entry?;
+            rows.push((seq_of(&key), decode_report(&value)?));
+        }
+        Ok(rows)
+    }
+
+    pub(super) fn fleet_prune(
+        &self,
+        host_id: &str,
+        received_before: u64,
+        keep: u64,
+    ) -> Result<u64, StoreError> {
+        let start = report_key(host_id, 0)?;
+        let end = report_key(host_id, u64::MAX)?;
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for entry in self.reports.range(start..=end) {
+            let (key, value) = entry?;
+            let received = value
+                .get(..8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            if received >= received_before {
+                // Reports arrive in seq order, so the rest are newer.
+                break;
+            }
+            if seq_of(&key) != keep {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.reports.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn fleet_accepts(&self) -> Result<Vec<Accept>, StoreError> {
+        self.accepts
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value)
+                    .map_err(|error| StoreError(format!("a stored accept is damaged: {error}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_values_round_trip_and_damage_is_an_error() {
+        let report = StoredReport {
+            received: 1_700_000_000,
+            signature: "untrusted comment: x\nRUQ…\n".into(),
+            bytes: Bytes::from_static(b"{\"host_id\":\"x\"}"),
+        };
+        assert_eq!(decode_report(&encode_report(&report)).unwrap(), report);
+        let mut damaged = encode_report(&report);
+        damaged[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_report(&damaged).is_err());
+        assert!(decode_report(&[1, 2]).is_err());
+    }
+
+    #[test]
+    fn report_keys_order_by_host_then_seq() {
+        let host = "00112233445566778899aabbccddeeff";
+        assert!(report_key(host, 2).unwrap() < report_key(host, 10).unwrap());
+        assert_eq!(seq_of(&report_key(host, 77).unwrap()), 77);
+        assert!(report_key("xyz", 1).is_err());
+    }
+}
