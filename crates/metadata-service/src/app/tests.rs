@@ -121,8 +121,10 @@ fn host(index: u32) -> TestHost {
 }
 
 fn report(host: &TestHost, sha: &str, seq: u64, anomalies: Vec<serde_json::Value>) -> HostReport {
-    let mut summary = integrity_common::DriftSummary::default();
-    summary.modified = anomalies.len() as u64;
+    let summary = integrity_common::DriftSummary {
+        modified: anomalies.len() as u64,
+        ..Default::default()
+    };
     HostReport {
         host_id: host.id.clone(),
         hostname: format!("host-{}", &host.id[28..]),
