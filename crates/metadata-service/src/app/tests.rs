@@ -482,3 +482,71 @@ async fn bad_reports_are_4xx_and_store_nothing() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
 }
+
+/// Hosts, their latest reports' drift and the accepts come back after a restart.
+#[tokio::test]
+async fn the_fleet_is_rebuilt_from_the_store_at_start() {
+    let fixture = with_baseline(fixture()).await;
+    let sha = fixture.image_sha.clone();
+    let data = fixture._dir.path().join("data");
+    let hosts: Vec<TestHost> = (1..=3).map(host).collect();
+    for host in &hosts {
+        let drifted = report(host, &sha, 2, vec![modified("/etc/passwd", "x")]);
+        assert_eq!(
+            post_report(&fixture.state, host, &host.key, &drifted, true)
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+    }
+    let (_, _, before) = call(&fixture.state, "GET", "/drift", Some(READ), &[], vec![]).await;
+    let Fixture { _dir, state, .. } = fixture;
+    drop(state);
+    // The writer thread lets go of the store when its last handle is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let store = loop {
+        match SledStore::open(&data, 8 << 20) {
+            Ok(store) => break store,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let state = AppState::new(
+        Arc::new(store),
+        Tokens::new([ADMIN, REPORT, READ]),
+        Limits::default(),
+        Vec::new(),
+        FleetConfig::default(),
+        Some(Arc::new(crate::audit::Audit::open(&data).unwrap())),
+    )
+    .unwrap();
+    let (_, _, after) = call(&state, "GET", "/drift", Some(READ), &[], vec![]).await;
+    assert_eq!(json(&before), json(&after));
+    assert_eq!(json(&after)["groups"][0]["hosts"], 3);
+    let (_, _, body) = call(
+        &state,
+        "GET",
+        &format!("/hosts/{}", hosts[0].id),
+        Some(READ),
+        &[],
+        vec![],
+    )
+    .await;
+    let host_json = json(&body);
+    assert_eq!(
+        host_json["gaps"],
+        serde_json::json!([[1, 1]]),
+        "seq 1 never arrived"
+    );
+    assert_eq!(host_json["status"], "drifted");
+    // The pinned key survived: a retry is still recognised, a replay refused.
+    let again = report(&hosts[0], &sha, 3, vec![]);
+    assert_eq!(
+        post_report(&state, &hosts[0], &hosts[0].key, &again, false)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+}
