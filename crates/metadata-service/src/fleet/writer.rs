@@ -45,12 +45,20 @@ impl Writer {
             audit,
             done: Some(done),
         };
-        let sender = self.jobs.clone();
-        // The queue is bounded: a full one blocks, so wait for room off the runtime.
-        tokio::task::spawn_blocking(move || sender.send(job))
-            .await
-            .map_err(|_| StoreError("the fleet writer is gone".into()))?
-            .map_err(|_| StoreError("the fleet writer stopped".into()))?;
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                // The queue is bounded: wait for room off the runtime.
+                let sender = self.jobs.clone();
+                tokio::task::spawn_blocking(move || sender.send(job))
+                    .await
+                    .map_err(|_| StoreError("the fleet writer is gone".into()))?
+                    .map_err(|_| StoreError("the fleet writer stopped".into()))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(StoreError("the fleet writer stopped".into()))
+            }
+        }
         answer
             .await
             .map_err(|_| StoreError("the fleet writer stopped".into()))?
