@@ -190,7 +190,11 @@ impl Fleet {
 
         let seen = integrity_common::manifest::now_timestamp();
         let (gaps, missing) = match &previous {
-            Some(record) => gaps_after(record.gaps.clone(), last_seq, report.seq),
+            Some(record) if report.seq > record.last_seq => {
+                gaps_after(record.gaps.clone(), record.last_seq, report.seq)
+            }
+            // Re-enrolled with its seqs started again: nothing is missing.
+            Some(record) => (record.gaps.clone(), 0),
             None => gaps_after(Vec::new(), 0, report.seq),
         };
         let record = HostRecord {

@@ -189,10 +189,18 @@ impl Host {
     }
 }
 
-/// The gaps after a report with `seq` arrives at a host whose last was `last_seq`.
+/// Gap ranges kept per host (the oldest go first): a host skipping seqs on purpose
+/// cannot grow its record without bound.
+pub const MAX_GAPS: usize = 1000;
+
+/// The gaps after a report with `seq` arrives at a host whose last was `last_seq`,
+/// and how many seqs the new gap holds.
 pub fn gaps_after(mut gaps: Vec<(u64, u64)>, last_seq: u64, seq: u64) -> (Vec<(u64, u64)>, u64) {
-    if seq > last_seq + 1 {
+    if seq > last_seq.saturating_add(1) {
         gaps.push((last_seq + 1, seq - 1));
+        if gaps.len() > MAX_GAPS {
+            gaps.drain(..gaps.len() - MAX_GAPS);
+        }
         (gaps, seq - 1 - last_seq)
     } else {
         (gaps, 0)
@@ -218,5 +226,10 @@ mod tests {
         assert_eq!(gaps_after(vec![], 3, 4), (vec![], 0));
         assert_eq!(gaps_after(vec![], 3, 7), (vec![(4, 6)], 3));
         assert_eq!(gaps_after(vec![], 0, 2), (vec![(1, 1)], 1));
+        assert_eq!(gaps_after(vec![], u64::MAX, 3), (vec![], 0));
+        let many = (0..MAX_GAPS as u64).map(|n| (n * 10, n * 10 + 1)).collect();
+        let (kept, _) = gaps_after(many, 100_000, 100_005);
+        assert_eq!(kept.len(), MAX_GAPS);
+        assert_eq!(kept.last(), Some(&(100_001, 100_004)));
     }
 }
