@@ -45,3 +45,21 @@ pub fn check_request_body(data: &[u8]) -> bool {
     }
     true
 }
+
+/// The checks of the `host_report` fuzz target: whatever bytes arrive as a
+/// `POST /reports` body, parsing must not panic; an accepted report serialises back
+/// to bytes that parse to the same report, and its findings group without panicking.
+/// Returns whether it was accepted.
+pub fn check_host_report(data: &[u8]) -> bool {
+    use integrity_common::report::HostReport;
+    let Ok(report) = HostReport::parse(data, 1000) else {
+        return false;
+    };
+    integrity_common::report::validate_host_id(&report.host_id).expect("accepted host id");
+    let again = HostReport::parse(&report.to_bytes(), 1000).expect("own bytes parse");
+    assert_eq!(again, report);
+    let index = crate::fleet::drift::DriftIndex::default();
+    let keys = index.keys_of(&report.image_id, &report.anomalies);
+    assert!(keys.len() <= report.anomalies.len());
+    true
+}
