@@ -1,17 +1,22 @@
 //! `integrity-agent`: fetch the baseline of this machine's image, rescan the root with
 //! the engine, report every drift (ARCHITECTURE.md: Scanner; REFERENCE §3).
 
+mod compare;
+mod explain;
+mod fleet;
+mod identity;
 mod report;
 mod source;
+mod spool;
 mod syslog;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use integrity_common::policy::{Judged, NotScanned};
+use integrity_common::policy::Judged;
 use integrity_common::scan::describe_io_error;
 use integrity_common::{
-    diff, scan, validate_image_id, Anomaly, AnomalyKind, Applied, Baseline, DriftSummary,
-    EntryKind, Exclusions, FileIntegrityEntry, Policy, ScanOptions, ScanOutput, ScanProgress,
+    diff, scan, validate_image_id, Anomaly, Applied, Baseline, DriftSummary, Exclusions,
+    FileIntegrityEntry, Policy, ScanOptions, ScanOutput, ScanProgress,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -59,8 +64,16 @@ signature) decide what is checked where; the first matching rule wins. A local
 check). --explain PATH shows the rule for a path; --verbose names the rule behind
 each reported change and lists what the policy let through.
 
+Reports: with --server (unless --no-report), every check, also one that could not
+run, is sent to the service as a report signed with this host's key (kept in
+--state-dir with the host id, the last sequence number and the spool). A report the
+service cannot take now (unreachable, timeout, 5xx, 429) waits in the spool and goes
+first next time; one it refuses (another 4xx) is logged with its reason and dropped.
+Reporting never changes the exit status.
+
 Environment:
-  IMAGE_ID  image id when --image-id is not given";
+  IMAGE_ID           image id when --image-id is not given
+  BULLETPROOF_TOKEN  report token when --token is not given";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -84,9 +97,11 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "/")]
     root: PathBuf,
 
-    /// Fetch the baseline from the metadata service at URL.
+    /// Fetch the baseline from the metadata service at URL, and send it a report after
+    /// each check. Repeatable: replicas of one service, tried in order, the next on a
+    /// connection error, timeout or 5xx.
     #[arg(long, value_name = "URL")]
-    server: Option<String>,
+    server: Vec<String>,
 
     /// Use the baseline in FILE (offline).
     #[arg(long, value_name = "FILE")]
@@ -187,6 +202,50 @@ struct Args {
     /// through with the rule that did.
     #[arg(long, short)]
     verbose: bool,
+
+    /// This host's reporting state: key pair (host.key, host.pub), host-id, last
+    /// sequence number (seq) and spool/. Created 0700; refused when group or others can
+    /// write it or another user owns it.
+    #[arg(long, value_name = "DIR", default_value = identity::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+
+    /// Report as this host id (32 lowercase hex digits) instead of the one in
+    /// --state-dir (made from /etc/machine-id, or at random, on first use).
+    #[arg(long, value_name = "ID", value_parser = parse_host_id)]
+    host_id: Option<String>,
+
+    /// Do not send reports to --server (and do not use --state-dir).
+    #[arg(long)]
+    no_report: bool,
+
+    /// Bearer token (scope report) for sending reports to --server.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "BULLETPROOF_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// Read the report token from F (keeps it out of `ps`; takes precedence over
+    /// --token and BULLETPROOF_TOKEN). Refused when group or others can write it (or
+    /// its directory), or another user owns it; a warning when they can read it.
+    #[arg(long, value_name = "F")]
+    token_file: Option<PathBuf>,
+
+    /// Keep at most N unsent reports; beyond, the oldest are dropped (and the next
+    /// report says how many).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    spool_max: u64,
+
+    /// Put at most N anomaly lines in a report; the rest are counted in its
+    /// `truncated`.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    report_max_anomalies: u64,
+}
+
+fn parse_host_id(text: &str) -> Result<String, String> {
+    integrity_common::report::validate_host_id(text).map(|()| text.to_owned())
 }
 
 /// A check that could not be completed, with its exit code.
@@ -218,6 +277,8 @@ struct Agent {
     syslog: Option<syslog::Syslog>,
     colour: bool,
     verifier: Option<source::Verifier>,
+    /// With --server, unless --no-report.
+    reporter: Option<fleet::Reporter>,
 }
 
 fn main() -> ExitCode {
@@ -247,7 +308,7 @@ fn main() -> ExitCode {
         };
     }
     match agent.args.interval {
-        None => match agent.check() {
+        None => match agent.check_and_report() {
             Ok(summary) => ExitCode::from(summary.exit_bits()),
             Err(fatal) => {
                 eprintln!("integrity-agent: error: {}", fatal.message);
@@ -264,8 +325,8 @@ impl Agent {
         if let Some(id) = &image_id {
             validate_image_id(id).map_err(|reason| anyhow::anyhow!("--image-id: {reason}"))?;
         }
-        let client = match &args.server {
-            Some(server) => {
+        let client = match args.server.split_first() {
+            Some((server, more)) => {
                 anyhow::ensure!(
                     image_id.is_some(),
                     "--server needs the image id (--image-id or IMAGE_ID)"
@@ -274,6 +335,7 @@ impl Agent {
                     server,
                     concat!("integrity-agent/", env!("CARGO_PKG_VERSION")),
                 );
+                config.fallback_servers = more.to_vec();
                 config.ca_cert = args.ca_cert.clone();
                 config.retry.attempts = args.fetch_attempts;
                 config.max_baseline_bytes = args.max_baseline_bytes;
@@ -345,7 +407,25 @@ impl Agent {
             }),
             None => None,
         };
+        let reporting = !args.server.is_empty() && !args.no_report && args.explain.is_empty();
+        let reporter = match reporting {
+            true => Some(
+                fleet::Reporter::new(fleet::Settings {
+                    state_dir: args.state_dir.clone(),
+                    host_id: args.host_id.clone(),
+                    servers: args.server.clone(),
+                    token: fleet::token(args.token.as_deref(), args.token_file.as_deref())?,
+                    ca_cert: args.ca_cert.clone(),
+                    spool_max: usize::try_from(args.spool_max).unwrap_or(usize::MAX),
+                    max_anomalies: usize::try_from(args.report_max_anomalies).unwrap_or(usize::MAX),
+                    interval_secs: args.interval,
+                })
+                .map_err(|error| anyhow::anyhow!("{error} (or --no-report)"))?,
+            ),
+            false => None,
+        };
         Ok(Agent {
+            reporter,
             verifier,
             local_policy,
             args,
@@ -451,9 +531,22 @@ impl Agent {
             .map_err(|error| Fatal::new(EXIT_IO, error.to_string()))
     }
 
-    /// One check: load, scan, diff, report. Returns the counts.
-    fn check(&self) -> Result<DriftSummary, Fatal> {
+    /// One check, then its report to the service (with --server).
+    fn check_and_report(&self) -> Result<DriftSummary, Fatal> {
+        let mut draft = fleet::Draft::start();
+        let result = self.check(&mut draft);
+        if let (Some(reporter), Some(image_id)) = (&self.reporter, &self.image_id) {
+            let error = result.as_ref().err().map(|fatal| fatal.message.as_str());
+            reporter.report(image_id, draft, error);
+        }
+        result
+    }
+
+    /// One check: load, scan, diff, report. Returns the counts; fills `draft` (the
+    /// service's report) as far as the check gets.
+    fn check(&self, draft: &mut fleet::Draft) -> Result<DriftSummary, Fatal> {
         let loaded = self.load()?;
+        draft.set_baseline(&loaded, self.verifier.is_some());
         if let Some(note) = &loaded.note {
             if loaded.source == "cache" {
                 warn(note.clone());
@@ -462,7 +555,7 @@ impl Agent {
         let baseline = &loaded.baseline;
         let applied = self.applied(baseline)?;
         let scanned = self.scan(&applied)?;
-        let current = comparable(baseline, &scanned.entries);
+        let current = compare::comparable(baseline, &scanned.entries);
         let root = &self.args.root;
         let mut grew =
             |old: &FileIntegrityEntry, _new: &FileIntegrityEntry| match (old.size, old.sha256) {
@@ -476,7 +569,7 @@ impl Agent {
         let mut rules = Vec::new();
         let mut allowed = Vec::new();
         for anomaly in diff(&baseline.entries, &current) {
-            if hidden_by_error(&anomaly, &scanned) {
+            if compare::hidden_by_error(&anomaly, &scanned) {
                 continue;
             }
             match applied.judge(anomaly, &mut grew) {
@@ -502,6 +595,10 @@ impl Agent {
         }
         summary.errors = scanned.errors.len() as u64;
         summary.scanned = scanned.entries.len() as u64;
+        if let Some(reporter) = &self.reporter {
+            draft.set_anomalies(&anomalies, reporter.max_anomalies());
+            draft.summary = summary;
+        }
         let findings = report::Findings {
             image_id: &baseline.image_id,
             anomalies,
@@ -529,107 +626,6 @@ impl Agent {
             self.send_syslog(syslog, &findings);
         }
         Ok(summary)
-    }
-
-    /// `--explain PATH…`: the rule in force for each path and what it checks.
-    fn explain(&self) -> Result<(), Fatal> {
-        let loaded = self.load()?;
-        let applied = self.applied(&loaded.baseline)?;
-        let mut out = String::new();
-        for text in &self.args.explain {
-            let trimmed = text.trim_end_matches('/');
-            let path = if trimmed.is_empty() { "/" } else { trimmed };
-            let explanation = applied.explain(path.as_bytes());
-            let verdict = &explanation.verdict;
-            let not_scanned = explanation.not_scanned.as_ref().map(|why| match why {
-                NotScanned::Ignored { by, at } => {
-                    format!(
-                        "ignored by {by} at {}",
-                        integrity_common::pathenc::encode(at)
-                    )
-                }
-                NotScanned::Excluded(at) => format!(
-                    "{} is excluded (the default exclusions or --exclude)",
-                    integrity_common::pathenc::encode(at)
-                ),
-            });
-            let rule = verdict.rule.map(|rule| rule.to_string());
-            let added_by = verdict.added_by.map(|rule| rule.to_string());
-            let reason = verdict.rule.and_then(|rule| rule.rule.reason.clone());
-            match self.args.format {
-                Format::Json => {
-                    let line = serde_json::json!({
-                        "path": path,
-                        "scanned": not_scanned.is_none(),
-                        "not_scanned": not_scanned,
-                        "rule": rule,
-                        "added_by": added_by,
-                        "checks": verdict.checks.names().collect::<Vec<_>>(),
-                        "added_ok": verdict.added_ok,
-                        "growing": verdict.growing,
-                        "widening_reported": explanation.reports_widening(),
-                        "reason": reason,
-                        "policy": if loaded.baseline.policy.is_some() { "baseline" } else { "none" },
-                    });
-                    out.push_str(&line.to_string());
-                    out.push('\n');
-                }
-                Format::Text => {
-                    out.push_str(&serde_json::to_string(path).unwrap_or_default());
-                    out.push('\n');
-                    if let Some(why) = &not_scanned {
-                        out.push_str(&format!("  not scanned: {why}\n"));
-                        out.push_str("  widening: not reported (the path is not scanned at all)\n");
-                        continue;
-                    }
-                    match &rule {
-                        Some(rule) => out.push_str(&format!("  rule: {rule}\n")),
-                        None if loaded.baseline.policy.is_none() => out.push_str(
-                            "  rule: none (the baseline carries no policy): every check\n",
-                        ),
-                        None => out.push_str("  rule: none matches: every check\n"),
-                    }
-                    if let Some(added_by) = &added_by {
-                        out.push_str(&format!("  checks added by: {added_by}\n"));
-                    }
-                    let missing: Vec<_> = verdict.checks.missing().collect();
-                    out.push_str(&format!("  checked: {}", verdict.checks));
-                    if !missing.is_empty() {
-                        out.push_str(&format!("; not checked: {}", missing.join(", ")));
-                    }
-                    out.push('\n');
-                    out.push_str(&format!(
-                        "  if added: {}\n",
-                        if verdict.added_ok {
-                            "allowed (added_ok), unless set-uid, set-gid or world-writable"
-                        } else {
-                            "reported"
-                        }
-                    ));
-                    out.push_str(
-                        "  widening: always reported here (a new group/other write, set-uid \
-                         or set-gid bit, a new owner or group; an added set-id or \
-                         world-writable entry), whatever the rule checks\n",
-                    );
-                    if verdict.growing {
-                        out.push_str("  growing: may grow; a change to its earlier bytes or a shrink is reported\n");
-                    }
-                    if let Some(reason) = &reason {
-                        out.push_str(&format!("  why: {reason}\n"));
-                    }
-                }
-            }
-        }
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(|error| {
-                Fatal::new(
-                    EXIT_IO,
-                    format!("cannot write: {}", describe_io_error(&error)),
-                )
-            })
     }
 
     fn send_syslog(&self, syslog: &syslog::Syslog, findings: &report::Findings<'_>) {
@@ -669,7 +665,7 @@ impl Agent {
         while !stop.load(Ordering::Relaxed) {
             run += 1;
             let started = Instant::now();
-            match self.check() {
+            match self.check_and_report() {
                 Ok(s) => eprintln!(
                     "integrity-agent: check {run}: {} added, {} deleted, {} modified, {} metadata changed, {} type changed, {} errors, {} scanned in {:.2} s",
                     s.added, s.deleted, s.modified, s.metadata_changed, s.type_changed, s.errors, s.scanned,
@@ -691,62 +687,5 @@ impl Agent {
         }
         eprintln!("integrity-agent: stopping after {run} check(s)");
         ExitCode::SUCCESS
-    }
-}
-
-/// The scanned entries to compare. A seed-format baseline records regular files only
-/// (no directory, not even the root), so directories, links and special files are
-/// compared only where the baseline has the path; otherwise every directory of the
-/// machine would be "added".
-fn comparable<'a>(
-    baseline: &Baseline,
-    scanned: &'a [integrity_common::FileIntegrityEntry],
-) -> std::borrow::Cow<'a, [integrity_common::FileIntegrityEntry]> {
-    let files_only = baseline
-        .entries
-        .iter()
-        .all(|entry| entry.kind == EntryKind::File);
-    if !files_only {
-        return std::borrow::Cow::Borrowed(scanned);
-    }
-    let in_baseline = |path: &[u8]| {
-        baseline
-            .entries
-            .binary_search_by(|entry| (*entry.path).cmp(path))
-            .is_ok()
-    };
-    std::borrow::Cow::Owned(
-        scanned
-            .iter()
-            .filter(|entry| entry.kind == EntryKind::File || in_baseline(&entry.path))
-            .cloned()
-            .collect(),
-    )
-}
-
-/// A path that could not be read (or lies under a directory that could not be) is
-/// reported as an error, not also as deleted.
-fn hidden_by_error(anomaly: &Anomaly<'_>, scanned: &ScanOutput) -> bool {
-    if anomaly.kind != AnomalyKind::Deleted || scanned.errors.is_empty() {
-        return false;
-    }
-    let mut path = anomaly.path;
-    loop {
-        if scanned
-            .errors
-            .binary_search_by(|error| (*error.path).cmp(path))
-            .is_ok()
-        {
-            return true;
-        }
-        match path.iter().rposition(|&b| b == b'/') {
-            Some(0) | None => {
-                return scanned
-                    .errors
-                    .binary_search_by(|error| (*error.path).cmp(b"/"))
-                    .is_ok()
-            }
-            Some(slash) => path = &path[..slash],
-        }
     }
 }

@@ -50,6 +50,8 @@ pub struct Loaded {
     pub baseline: Baseline,
     /// For people and the summary: `service`, `cache` or `file`.
     pub source: &'static str,
+    /// SHA-256 of the baseline's bytes (for the report to the service).
+    pub sha256: Sha256Digest,
     /// Why a cached copy was used, when it was.
     pub note: Option<String>,
 }
@@ -123,6 +125,7 @@ pub fn from_file(
     }
     Ok(Loaded {
         baseline: parse(&bytes, image_id, &format!("--baseline {}", path.display()))?,
+        sha256: Sha256Digest::of(&bytes),
         source: "file",
         note: None,
     })
@@ -346,6 +349,7 @@ pub fn from_server(
                 }
                 return Ok(Loaded {
                     baseline: *baseline,
+                    sha256,
                     source: "service",
                     note: Some("not modified since the cached copy".into()),
                 });
@@ -371,8 +375,11 @@ pub fn from_server(
             Err(error @ ClientError::Unavailable { .. }) => {
                 let reason = error.to_string();
                 return match cached {
-                    Cached::Intact { baseline, .. } => Ok(Loaded {
+                    Cached::Intact {
+                        baseline, sha256, ..
+                    } => Ok(Loaded {
                         baseline: *baseline,
+                        sha256,
                         source: "cache",
                         note: Some(format!(
                             "service unreachable, using the cached baseline: {reason}"
@@ -442,6 +449,7 @@ fn fetched_body(
     }
     Ok(Loaded {
         baseline,
+        sha256,
         source: "service",
         note: None,
     })

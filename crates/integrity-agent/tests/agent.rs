@@ -64,8 +64,10 @@ fn collect(root: &Path, image_id: &str, out: &Path) {
 
 fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(AGENT);
+    // Reports to the service are fleet_agent.rs's subject.
     command
         .args(args)
+        .arg("--no-report")
         .env_remove("IMAGE_ID")
         .env("NO_COLOR", "1");
     for (key, value) in env {
@@ -480,6 +482,7 @@ fn continuous_mode_survives_failed_checks_and_stops_on_sigterm() {
             "1",
             "--fetch-attempts",
             "1",
+            "--no-report",
             "--cache-dir",
         ])
         .arg(dir.path().join("cache"))

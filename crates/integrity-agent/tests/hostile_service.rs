@@ -68,6 +68,10 @@ fn command(args: &[&str]) -> Command {
         .args(args)
         .env_remove("IMAGE_ID")
         .env("NO_COLOR", "1");
+    // No reports: the hostile service counts requests (fleet_agent.rs tests reports).
+    if !args.contains(&"--no-report") {
+        command.arg("--no-report");
+    }
     command
 }
 
@@ -431,6 +435,8 @@ fn agent_args<'a>(root: &'a Path, cache: &'a Path, url: &'a str, limit: &'a str)
         "3",
         "--max-baseline-bytes",
         limit,
+        // No reports: the server's log must show the fetch alone.
+        "--no-report",
     ]
 }
 

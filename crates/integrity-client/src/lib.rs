@@ -7,6 +7,11 @@
 //! (`ClientError::Invalid`: over its limit, undecodable, not matching its `ETag`),
 //! nor a certificate the client does not trust (`ClientError::Untrusted`).
 //!
+//! Several services may be given (`ClientConfig::fallback_servers`, DESIGN §13's
+//! repeated `--server`): each attempt tries them in order, the next one on a
+//! connection error, a timeout or a `5xx` (never on a `4xx`, which is an answer), and
+//! the backoff comes between rounds over all of them.
+//!
 //! Uploads send `Expect: 100-continue`: a service refusing the request (a wrong token,
 //! a body over its limit) answers before the body travels, so the refusal is read as
 //! such instead of surfacing as a broken pipe mid-body (which would be retried).
@@ -17,14 +22,18 @@
 //! (`answer.rs`).
 
 mod answer;
+mod error;
 pub mod fuzzing;
+mod reports;
 mod tls;
 
+pub use reports::ReportAck;
+
 pub use answer::{check_etag, etag_sha256, identity_etag};
+pub use error::ClientError;
 
 use answer::{Failure, Head};
 use integrity_common::Sha256Digest;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +77,9 @@ impl Retry {
 pub struct ClientConfig {
     /// Base URL, `http://host:port` or `https://host:port` (a path prefix is kept).
     pub server: String,
+    /// More base URLs, tried in order after `server` when it cannot be reached, times
+    /// out or answers `5xx` (replicas of one service: DESIGN §13).
+    pub fallback_servers: Vec<String>,
     /// Bearer token for writes.
     pub token: Option<String>,
     /// PEM file of the CA (or self-signed certificate) to trust instead of the public
@@ -89,6 +101,7 @@ impl ClientConfig {
     pub fn new(server: impl Into<String>, user_agent: impl Into<String>) -> Self {
         ClientConfig {
             server: server.into(),
+            fallback_servers: Vec::new(),
             token: None,
             ca_cert: None,
             timeout: Duration::from_secs(300),
@@ -98,91 +111,6 @@ impl ClientConfig {
         }
     }
 }
-
-/// Why a request to the service failed. The `Display` text is meant for operators.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The client could not be set up (bad URL, unreadable CA file).
-    Config(String),
-    /// `401`/`403`: the token is missing or not accepted.
-    Unauthorized { status: u16, detail: String },
-    /// `409`: a different baseline is already stored under this image id.
-    Conflict {
-        image_id: String,
-        stored_sha256: String,
-    },
-    /// `413`: the baseline is larger than the service accepts.
-    TooLarge { size: usize, detail: String },
-    /// `404`.
-    NotFound { detail: String },
-    /// Another `4xx`: the service refused the request as it is.
-    Rejected { status: u16, detail: String },
-    /// The service's TLS certificate is not trusted (by `--ca-cert`, or by the public
-    /// web roots without it). Never retried.
-    Untrusted {
-        ca_cert: Option<PathBuf>,
-        detail: String,
-    },
-    /// No usable answer after every attempt: connection errors, timeouts or `5xx`.
-    Unavailable { attempts: u32, last: String },
-    /// An answer refused for what it holds: larger than its limit (before or after
-    /// decompression), not decodable, or not matching its `ETag`. Never retried.
-    Invalid { detail: String },
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Config(text) => f.write_str(text),
-            ClientError::Unauthorized { status, detail } => write!(
-                f,
-                "the service refused the token ({status}): {detail}; check --token"
-            ),
-            ClientError::Conflict {
-                image_id,
-                stored_sha256,
-            } => write!(
-                f,
-                "a different baseline is already stored for image id {image_id} (sha256 \
-                 {stored_sha256}); baselines are immutable, give this build a new --image-id"
-            ),
-            ClientError::TooLarge { size, detail } => write!(
-                f,
-                "the baseline ({size} bytes) is larger than the service accepts: {detail} \
-                 (raise max_body_bytes on the service)"
-            ),
-            ClientError::NotFound { detail } => write!(f, "not found: {detail}"),
-            ClientError::Rejected { status, detail } => {
-                write!(f, "the service refused the request ({status}): {detail}")
-            }
-            ClientError::Unavailable { attempts, last } => write!(
-                f,
-                "the service did not answer usefully after {attempts} attempt(s): {last}"
-            ),
-            ClientError::Invalid { detail } => {
-                write!(f, "the service's answer was refused: {detail}")
-            }
-            ClientError::Untrusted {
-                ca_cert: Some(file),
-                detail,
-            } => write!(
-                f,
-                "TLS: the service's certificate is not trusted by --ca-cert {}: {detail}",
-                file.display()
-            ),
-            ClientError::Untrusted {
-                ca_cert: None,
-                detail,
-            } => write!(
-                f,
-                "TLS: the service's certificate is not trusted by the public web roots \
-                 (give its CA or its own certificate with --ca-cert): {detail}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// What `upload_baseline` achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +125,10 @@ pub enum Uploaded {
 /// A connection to one metadata service.
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    /// The services, in the order they are tried (at least one).
+    bases: Vec<String>,
+    /// The base that gave the last answer.
+    answered_by: std::sync::Mutex<Option<String>>,
     token: Option<String>,
     ca_cert: Option<PathBuf>,
     retry: Retry,
@@ -268,13 +199,16 @@ fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientEr
 
 impl Client {
     pub fn new(config: &ClientConfig) -> Result<Client, ClientError> {
-        let base = config.server.trim_end_matches('/').to_owned();
-        let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
-        if !scheme_ok || base.len() <= "https://".len() {
-            return Err(ClientError::Config(format!(
-                "--server {:?}: expected http://HOST:PORT or https://HOST:PORT",
-                config.server
-            )));
+        let mut bases = Vec::new();
+        for server in std::iter::once(&config.server).chain(&config.fallback_servers) {
+            let base = server.trim_end_matches('/').to_owned();
+            let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+            if !scheme_ok || base.len() <= "https://".len() {
+                return Err(ClientError::Config(format!(
+                    "--server {server:?}: expected http://HOST:PORT or https://HOST:PORT"
+                )));
+            }
+            bases.push(base);
         }
         let builder = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -298,7 +232,8 @@ impl Client {
         };
         Ok(Client {
             agent,
-            base,
+            bases,
+            answered_by: std::sync::Mutex::new(None),
             token: config.token.clone(),
             ca_cert: config.ca_cert.clone(),
             retry: config.retry.clone(),
@@ -311,59 +246,43 @@ impl Client {
         self.max_baseline_bytes
     }
 
-    /// Whether a token would travel in clear text to another host.
+    /// Whether a token would travel in clear text to another host (through any of
+    /// the services).
     pub fn token_in_clear_text(&self) -> bool {
-        let Some(rest) = self.base.strip_prefix("http://") else {
-            return false;
-        };
-        let host = rest.split('/').next().unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
-        self.token.is_some() && !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        self.token.is_some() && self.bases.iter().any(|base| clear_text_remote(base))
     }
 
-    /// Sends a request (built fresh for each attempt) with the retry rule; `answer`
-    /// reads each answer's body (it bounds what it reads) and says whether to retry;
-    /// `on_retry` hears about each retry before its delay.
+    /// The service (base URL) that gave the last answer, if any did.
+    pub fn answered_by(&self) -> Option<String> {
+        self.answered_by
+            .lock()
+            .map_or(None, |answered| answered.clone())
+    }
+
+    /// Sends a request (built fresh for each attempt and each service, from the base
+    /// URL it is given) with the retry rule; `answer` reads each answer's body (it
+    /// bounds what it reads) and says whether to retry; `on_retry` hears about each
+    /// retry before its delay. Within an attempt the services are tried in order, the
+    /// next one when `answer` says the last one's failure is worth a retry.
     fn with_retries<T>(
         &self,
-        send: impl Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        send: impl Fn(&ureq::Agent, &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         answer: impl Fn(&Head, &mut dyn Read) -> Step<T>,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<T, ClientError> {
         let attempts = self.retry.attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
-            match send(&self.agent) {
-                Ok(mut response) => {
-                    let header = |name: &str| {
-                        response
-                            .headers()
-                            .get(name)
-                            .and_then(|value| value.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let head = Head {
-                        status: response.status().as_u16(),
-                        etag: header("etag"),
-                        encoding: header("content-encoding"),
-                        content_length: response.body().content_length(),
-                    };
-                    // Unlimited here: `answer` bounds what it reads (ureq's own limit
-                    // would not tell a cut connection from an oversized body).
-                    let mut body = response.body_mut().as_reader();
-                    match answer(&head, &mut body) {
-                        Step::Done(result) => return result,
-                        Step::Retry(why) => last = why,
+            for base in &self.bases {
+                match self.try_one(base, &send, &answer) {
+                    Step::Done(result) => {
+                        if let Ok(mut answered) = self.answered_by.lock() {
+                            *answered = Some(base.clone());
+                        }
+                        return result;
                     }
-                }
-                Err(error) => {
-                    if let Some(detail) = certificate_refused(&error) {
-                        return Err(ClientError::Untrusted {
-                            ca_cert: self.ca_cert.clone(),
-                            detail,
-                        });
-                    }
-                    last = error.to_string();
+                    Step::Retry(why) if self.bases.len() > 1 => last = format!("{base}: {why}"),
+                    Step::Retry(why) => last = why,
                 }
             }
             if attempt < attempts {
@@ -373,6 +292,43 @@ impl Client {
             }
         }
         Err(ClientError::Unavailable { attempts, last })
+    }
+
+    /// One request to one service.
+    fn try_one<T>(
+        &self,
+        base: &str,
+        send: &impl Fn(&ureq::Agent, &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        answer: &impl Fn(&Head, &mut dyn Read) -> Step<T>,
+    ) -> Step<T> {
+        match send(&self.agent, base) {
+            Ok(mut response) => {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let head = Head {
+                    status: response.status().as_u16(),
+                    etag: header("etag"),
+                    encoding: header("content-encoding"),
+                    content_length: response.body().content_length(),
+                };
+                // Unlimited here: `answer` bounds what it reads (ureq's own limit
+                // would not tell a cut connection from an oversized body).
+                let mut body = response.body_mut().as_reader();
+                answer(&head, &mut body)
+            }
+            Err(error) => match certificate_refused(&error) {
+                Some(detail) => Step::Done(Err(ClientError::Untrusted {
+                    ca_cert: self.ca_cert.clone(),
+                    detail,
+                })),
+                None => Step::Retry(error.to_string()),
+            },
+        }
     }
 
     fn bearer(&self) -> Option<String> {
@@ -390,11 +346,12 @@ impl Client {
         signature_header: Option<&str>,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Uploaded, ClientError> {
-        let url = format!("{}/baselines", self.base);
         let bearer = self.bearer();
         let answer = self.with_retries(
-            |agent| {
-                let mut request = agent.post(&url).content_type("application/json");
+            |agent, base| {
+                let mut request = agent
+                    .post(format!("{base}/baselines"))
+                    .content_type("application/json");
                 if let Some(bearer) = &bearer {
                     request = request.header("Authorization", bearer);
                 }
@@ -441,13 +398,14 @@ impl Client {
         etag: Option<&str>,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Fetched, ClientError> {
-        let url = format!("{}/baselines/{image_id}", self.base);
         let max = self.max_baseline_bytes;
         self.with_retries(
-            |agent| {
+            |agent, base| {
                 // Decompressed here rather than by ureq: bounded, and independent of
                 // which ureq features other crates of the workspace switch on.
-                let mut request = agent.get(&url).header("Accept-Encoding", "gzip");
+                let mut request = agent
+                    .get(format!("{base}/baselines/{image_id}"))
+                    .header("Accept-Encoding", "gzip");
                 if let Some(etag) = etag {
                     request = request.header("If-None-Match", etag);
                 }
@@ -526,11 +484,12 @@ impl Client {
         signature: &[u8],
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<SignatureStored, ClientError> {
-        let url = format!("{}/baselines/{image_id}/signature", self.base);
         let bearer = self.bearer();
         let answer = self.with_retries(
-            |agent| {
-                let mut request = agent.put(&url).content_type("text/plain");
+            |agent, base| {
+                let mut request = agent
+                    .put(format!("{base}/baselines/{image_id}/signature"))
+                    .content_type("text/plain");
                 if let Some(bearer) = &bearer {
                     request = request.header("Authorization", bearer);
                 }
@@ -554,9 +513,12 @@ impl Client {
         image_id: &str,
         on_retry: &mut dyn FnMut(u32, &str, Duration),
     ) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}/baselines/{image_id}/signature", self.base);
         let answer = self.with_retries(
-            |agent| agent.get(&url).call(),
+            |agent, base| {
+                agent
+                    .get(format!("{base}/baselines/{image_id}/signature"))
+                    .call()
+            },
             |head, body| small_answer(head, body, MAX_SIGNATURE_BYTES),
             on_retry,
         )?;
@@ -580,6 +542,16 @@ fn certificate_refused(error: &ureq::Error) -> Option<String> {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
     )
     .then(|| tls.to_string())
+}
+
+/// Whether `base` is plain http to a host other than this one.
+fn clear_text_remote(base: &str) -> bool {
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+    !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 fn status_error(status: u16, body: &[u8], size: usize) -> ClientError {
@@ -640,7 +612,7 @@ mod tests {
         assert!(Client::new(&ClientConfig::new("localhost:8080", "t")).is_err());
         let mut config = ClientConfig::new("http://10.0.0.1:8080/", "t");
         let client = Client::new(&config).unwrap();
-        assert_eq!(client.base, "http://10.0.0.1:8080");
+        assert_eq!(client.bases, ["http://10.0.0.1:8080"]);
         assert!(!client.token_in_clear_text());
         config.token = Some("x".into());
         assert!(Client::new(&config).unwrap().token_in_clear_text());
@@ -648,6 +620,11 @@ mod tests {
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
         config.server = "https://10.0.0.1".into();
         assert!(!Client::new(&config).unwrap().token_in_clear_text());
+        // Any of several services in clear text counts.
+        config.fallback_servers = vec!["http://10.0.0.2:8080".into()];
+        assert!(Client::new(&config).unwrap().token_in_clear_text());
+        config.fallback_servers = vec!["ftp://x".into()];
+        assert!(Client::new(&config).is_err(), "every --server is checked");
     }
 
     #[test]

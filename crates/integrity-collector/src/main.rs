@@ -66,9 +66,10 @@ struct Args {
     output: Option<PathBuf>,
 
     /// Upload the manifest to the metadata service at URL (POST /baselines); the
-    /// manifest goes to stdout only if --output - is also given.
+    /// manifest goes to stdout only if --output - is also given. Repeatable: replicas
+    /// of one service, tried in order, the next on a connection error, timeout or 5xx.
     #[arg(long, value_name = "URL")]
-    server: Option<String>,
+    server: Vec<String>,
 
     /// Bearer token for --server.
     #[arg(
@@ -184,7 +185,7 @@ fn run(args: &Args) -> Result<u8> {
     // stdout when asked (`-`), or when the manifest goes nowhere else.
     let to_stdout = match &args.output {
         Some(path) => path == Path::new("-"),
-        None => args.server.is_none(),
+        None => args.server.is_empty(),
     };
     let output = args
         .output
@@ -196,7 +197,7 @@ fn run(args: &Args) -> Result<u8> {
     // Before a long scan: a bad key, URL, CA file or token file fails now.
     let signer = match &args.sign_key {
         Some(key) => {
-            if output.is_none() && args.server.is_none() {
+            if output.is_none() && args.server.is_empty() {
                 bail!("--sign-key needs --output FILE (for FILE.minisig) or --server");
             }
             let password = match &args.password_file {
@@ -210,8 +211,8 @@ fn run(args: &Args) -> Result<u8> {
         }
         None => None,
     };
-    let client = match &args.server {
-        Some(server) => Some(upload_client(args, server)?),
+    let client = match args.server.split_first() {
+        Some((server, more)) => Some(upload_client(args, server, more)?),
         None => None,
     };
 
@@ -284,7 +285,8 @@ fn run(args: &Args) -> Result<u8> {
                 )
             })?;
     }
-    if let (Some(client), Some(server)) = (&client, &args.server) {
+    if let Some(client) = &client {
+        let servers = args.server.join(", ");
         let mut on_retry = |attempt: u32, why: &str, delay: Duration| {
             eprintln!(
                 "integrity-collector: upload attempt {attempt} failed ({why}); retrying in {:.1} s",
@@ -306,7 +308,7 @@ fn run(args: &Args) -> Result<u8> {
                     Some(path) => format!(" (the manifest was written to {})", path.display()),
                     None => String::new(),
                 };
-                anyhow::anyhow!("upload to {server} failed: {error}{written}")
+                anyhow::anyhow!("upload to {servers} failed: {error}{written}")
             })?;
         if let Some(signature) = &signature {
             upload_signature(
@@ -317,13 +319,14 @@ fn run(args: &Args) -> Result<u8> {
                 signer.as_ref(),
                 &mut on_retry,
             )
-            .map_err(|error| anyhow::anyhow!("signature upload to {server} failed: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("signature upload to {servers} failed: {error}"))?;
         }
         if !args.quiet {
             let how = match uploaded {
                 integrity_client::Uploaded::Created => "stored",
                 integrity_client::Uploaded::AlreadyStored => "already stored (identical bytes)",
             };
+            let server = client.answered_by().unwrap_or(servers);
             eprintln!(
                 "integrity-collector: baseline {} {how} at {server}/baselines/{}",
                 baseline.image_id, baseline.image_id
@@ -387,7 +390,7 @@ fn upload_signature(
 
 /// The upload client of `--server`, with the token from `--token`, `BULLETPROOF_TOKEN`
 /// or `--token-file`.
-fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> {
+fn upload_client(args: &Args, server: &str, more: &[String]) -> Result<integrity_client::Client> {
     let token = match &args.token_file {
         Some(path) => {
             // Refused when someone else could have written it (their token would be
@@ -404,6 +407,7 @@ fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> 
         server,
         concat!("integrity-collector/", env!("CARGO_PKG_VERSION")),
     );
+    config.fallback_servers = more.to_vec();
     config.token = token;
     config.ca_cert = args.ca_cert.clone();
     config.retry.attempts = args.upload_attempts;
@@ -411,8 +415,9 @@ fn upload_client(args: &Args, server: &str) -> Result<integrity_client::Client> 
         integrity_client::Client::new(&config).map_err(|error| anyhow::anyhow!("{error}"))?;
     if client.token_in_clear_text() {
         eprintln!(
-            "integrity-collector: warning: sending the token over plain http to {server}; \
-             use https"
+            "integrity-collector: warning: sending the token over plain http to {}; \
+             use https",
+            args.server.join(", ")
         );
     }
     Ok(client)

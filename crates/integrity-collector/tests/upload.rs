@@ -354,3 +354,52 @@ fn uploads_over_https_trusting_a_given_ca() {
     );
     assert_eq!(untrusted.status.code(), Some(2));
 }
+
+#[test]
+fn several_servers_are_tried_in_order_the_next_on_5xx_or_no_answer_never_on_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path());
+    let server = service(&dir.path().join("data"), &[TOKEN], None);
+    let live = format!("http://{}", server.addr);
+    let dead = format!(
+        "http://{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    );
+    let (failing, failed) = scripted(&[503]);
+    // One attempt: the fallback happens within it, not as a retry.
+    let output = collect(
+        &root,
+        "img-a",
+        &[
+            "--server",
+            &dead,
+            "--server",
+            &failing,
+            "--server",
+            &live,
+            "--token",
+            TOKEN,
+            "--upload-attempts",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(failed.load(Ordering::SeqCst), 1);
+    assert_eq!(fetch(server.addr, "img-a").0, 200);
+
+    // A 4xx is an answer: the next service is not asked.
+    let (refusing, refused) = scripted(&[400]);
+    let output = collect(
+        &root,
+        "img-b",
+        &["--server", &refusing, "--server", &live, "--token", TOKEN],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+    assert_eq!(fetch(server.addr, "img-b").0, 404);
+}
