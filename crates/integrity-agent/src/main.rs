@@ -205,9 +205,11 @@ struct Args {
 
     /// This host's reporting state: key pair (host.key, host.pub), host-id, last
     /// sequence number (seq) and spool/. Created 0700; refused when group or others can
-    /// write it or another user owns it.
-    #[arg(long, value_name = "DIR", default_value = identity::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
+    /// write it or another user owns it (exit 14). When the default cannot be used (an
+    /// unprivileged run), the check still runs and says that no report was sent
+    /// [default: /var/lib/bulletproof/agent]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     /// Report as this host id (32 lowercase hex digits) instead of the one in
     /// --state-dir (made from /etc/machine-id, or at random, on first use).
@@ -409,19 +411,32 @@ impl Agent {
         };
         let reporting = !args.server.is_empty() && !args.no_report && args.explain.is_empty();
         let reporter = match reporting {
-            true => Some(
-                fleet::Reporter::new(fleet::Settings {
-                    state_dir: args.state_dir.clone(),
-                    host_id: args.host_id.clone(),
-                    servers: args.server.clone(),
-                    token: fleet::token(args.token.as_deref(), args.token_file.as_deref())?,
-                    ca_cert: args.ca_cert.clone(),
-                    spool_max: usize::try_from(args.spool_max).unwrap_or(usize::MAX),
-                    max_anomalies: usize::try_from(args.report_max_anomalies).unwrap_or(usize::MAX),
-                    interval_secs: args.interval,
-                })
-                .map_err(|error| anyhow::anyhow!("{error} (or --no-report)"))?,
-            ),
+            true => fleet::Reporter::new(fleet::Settings {
+                state_dir: args
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(identity::DEFAULT_STATE_DIR)),
+                host_id: args.host_id.clone(),
+                servers: args.server.clone(),
+                token: fleet::token(args.token.as_deref(), args.token_file.as_deref())?,
+                ca_cert: args.ca_cert.clone(),
+                spool_max: usize::try_from(args.spool_max).unwrap_or(usize::MAX),
+                max_anomalies: usize::try_from(args.report_max_anomalies).unwrap_or(usize::MAX),
+                interval_secs: args.interval,
+            })
+            .map(Some)
+            .or_else(|error| match &args.state_dir {
+                // Asked for: a state directory that cannot be used is an error.
+                Some(_) => Err(anyhow::anyhow!("{error} (or --no-report)")),
+                // The default, unusable (an unprivileged run): the check must still
+                // run; say loudly that this host will not report.
+                None => {
+                    warn(format!(
+                        "no report will be sent: {error} (give --state-dir DIR, or --no-report)"
+                    ));
+                    Ok(None)
+                }
+            })?,
             false => None,
         };
         Ok(Agent {

@@ -414,3 +414,40 @@ fn continuous_mode_reports_every_round_with_its_interval() {
     assert_eq!(second["interval_secs"], 1);
     assert_eq!(fleet.stored(HOST, 1).unwrap()["interval_secs"], 1);
 }
+
+/// An unprivileged run without `--state-dir` cannot use the default state directory:
+/// the check still runs and keeps its exit code, and the agent says no report was sent
+/// (an explicit `--state-dir` it cannot use is an error, above).
+#[test]
+fn an_unusable_default_state_dir_still_checks_and_says_so() {
+    let fleet = Fleet::new(true);
+    // The tree, a cache directory and the token readable by uid 65534.
+    for path in [fleet.dir.path(), &fleet.root] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cache = fleet.dir.path().join("nobody-cache");
+    fs::create_dir(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(fleet.root.join("etc/hosts"), "changed\n").unwrap();
+    fs::set_permissions(
+        fleet.root.join("etc/hosts"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", AGENT])
+        .args(["--root", fleet.root.to_str().unwrap(), "--image-id", "img"])
+        .args(["--fetch-attempts", "1", "--server", &fleet.url])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env("BULLETPROOF_TOKEN", REPORT_TOKEN)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no report will be sent"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fleet.get(&format!("/hosts/{HOST}")).0, 404);
+}
