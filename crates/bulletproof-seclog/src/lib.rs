@@ -65,8 +65,8 @@ mod reinit;
 mod tests;
 mod verify;
 
-use append::*;
 pub use append::MAX_BATCH;
+use append::*;
 pub use keys::*;
 pub use reinit::*;
 pub use verify::*;

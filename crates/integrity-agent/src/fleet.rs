@@ -254,6 +254,22 @@ impl Reporter {
                         return crate::warn(format!("spool: report {seq} sent, but: {error}"));
                     }
                 }
+                Err(ClientError::Replay { last_seq, detail }) => {
+                    eprintln!(
+                        "integrity-agent: error: the service refused report {seq} (HTTP 409): {detail}{}; the report is dropped, not retried",
+                        self.hint(409)
+                    );
+                    if let Err(error) = spool.remove(seq) {
+                        return crate::warn(format!("spool: report {seq}: {error}"));
+                    }
+                    // This host's numbers went backwards (state lost or restored):
+                    // the next report goes on above the service's last.
+                    if let Some(last) = last_seq {
+                        if let Err(error) = self.identity.raise_seq(last) {
+                            crate::warn(format!("cannot raise the sequence number to {last}: {error}"));
+                        }
+                    }
+                }
                 Err(ClientError::Rejected { status, detail }) if status != 429 => {
                     eprintln!(
                         "integrity-agent: error: the service refused report {seq} (HTTP {status}): {detail}{}; the report is dropped, not retried",
@@ -284,7 +300,7 @@ impl Reporter {
                 " (the signature does not verify with the key the service pinned for host {host_id}; \
                  if this host was re-keyed, an admin can re-open enrollment with DELETE /hosts/{host_id}/key)"
             ),
-            409 => " (replay: the service holds this host's report of that number with other bytes)".into(),
+            409 => " (replay: the service holds this host's report of that number with other bytes; the next report goes on above the service's last)".into(),
             413 => " (too large: lower --report-max-anomalies)".into(),
             422 => " (the service knows no baseline of this image id)".into(),
             _ => String::new(),

@@ -90,6 +90,26 @@ impl Identity {
     /// highest number still spooled), persisted (fsync) before it is returned. Hold
     /// the lock.
     pub fn next_seq(&self, floor: u64) -> io::Result<u64> {
+        let next = self
+            .last_seq()?
+            .max(floor)
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("sequence numbers exhausted"))?;
+        write_atomic(&self.dir.join("seq"), format!("{next}\n").as_bytes(), 0o600)?;
+        Ok(next)
+    }
+
+    /// Raises the last sequence number used to `last` (the service's, after a `409`:
+    /// this host's state was lost or restored from an older copy), so the next report
+    /// goes on above it. Never lowers it. Hold the lock.
+    pub fn raise_seq(&self, last: u64) -> io::Result<()> {
+        if last > self.last_seq()? {
+            write_atomic(&self.dir.join("seq"), format!("{last}\n").as_bytes(), 0o600)?;
+        }
+        Ok(())
+    }
+
+    fn last_seq(&self) -> io::Result<u64> {
         let path = self.dir.join("seq");
         let last = match fs::read_to_string(&path) {
             Ok(text) => text.trim().parse::<u64>().map_err(|_| {
@@ -104,12 +124,7 @@ impl Identity {
             Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
             Err(error) => return Err(error),
         };
-        let next = last
-            .max(floor)
-            .checked_add(1)
-            .ok_or_else(|| io::Error::other("sequence numbers exhausted"))?;
-        write_atomic(&path, format!("{next}\n").as_bytes(), 0o600)?;
-        Ok(next)
+        Ok(last)
     }
 }
 
@@ -353,6 +368,10 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("seq")).unwrap(), "2\n");
         // A spooled report above the stored number (a restored older seq file) wins.
         assert_eq!(identity.next_seq(9).unwrap(), 10);
+        // The service's last seq after a 409 raises it, never lowers it.
+        identity.raise_seq(40).unwrap();
+        identity.raise_seq(7).unwrap();
+        assert_eq!(identity.next_seq(0).unwrap(), 41);
         fs::write(dir.join("seq"), "garbage").unwrap();
         assert!(
             identity.next_seq(0).is_err(),

@@ -451,3 +451,35 @@ fn an_unusable_default_state_dir_still_checks_and_says_so() {
     );
     assert_eq!(fleet.get(&format!("/hosts/{HOST}")).0, 404);
 }
+
+/// A host whose last sequence number went back (its `seq` file lost, or the state
+/// restored from an older copy) is told the service's last one by the `409`: that
+/// report is dropped, and the next goes on above it.
+#[test]
+fn a_host_whose_seq_went_back_goes_on_above_the_services_last() {
+    let fleet = Fleet::new(true);
+    for _ in 0..3 {
+        let output = fleet.agent(&[&fleet.url], &[]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    let host = fs::read_to_string(fleet.state().join("host-id")).unwrap();
+    let host = host.trim().to_owned();
+    fs::remove_file(fleet.state().join("seq")).unwrap();
+    // Other bytes than the stored report 1 (a file changed): a replay.
+    fs::write(fleet.root.join("etc/hosts"), "changed\n").unwrap();
+    let output = fleet.agent(&[&fleet.url], &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stderr(&output).contains("409"), "{}", stderr(&output));
+    assert_eq!(
+        fs::read_to_string(fleet.state().join("seq")).unwrap(),
+        "3\n"
+    );
+    let output = fleet.agent(&[&fleet.url], &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let report = fleet.stored(&host, 4).expect("report 4 stored");
+    assert_eq!(report["summary"]["modified"], 1);
+    let (_, _, body) = fleet.get(&format!("/hosts/{host}"));
+    let host_json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(host_json["last_seq"], 4);
+    assert_eq!(host_json["gaps"], serde_json::json!([]));
+}

@@ -21,6 +21,12 @@ pub enum ClientError {
     NotFound { detail: String },
     /// Another `4xx`: the service refused the request as it is.
     Rejected { status: u16, detail: String },
+    /// `409` to a report: its seq is not above the host's last, which the service
+    /// names (the agent goes on above it).
+    Replay {
+        last_seq: Option<u64>,
+        detail: String,
+    },
     /// The service's TLS certificate is not trusted (by `--ca-cert`, or by the public
     /// web roots without it). Never retried.
     Untrusted {
@@ -58,6 +64,12 @@ impl fmt::Display for ClientError {
             ClientError::NotFound { detail } => write!(f, "not found: {detail}"),
             ClientError::Rejected { status, detail } => {
                 write!(f, "the service refused the request ({status}): {detail}")
+            }
+            ClientError::Replay { detail, .. } => {
+                write!(
+                    f,
+                    "the service refused the report as a replay (409): {detail}"
+                )
             }
             ClientError::Unavailable { attempts, last } => write!(
                 f,

@@ -22,8 +22,9 @@ impl Client {
     ///
     /// `201` and `200` are acknowledgements; every other answer is an error: connection
     /// errors, timeouts and `5xx` (after the retries, on every service) are
-    /// `ClientError::Unavailable`, any `4xx` (`429` included) is
-    /// `ClientError::Rejected` with the status and the service's `detail`.
+    /// `ClientError::Unavailable`, a `409` is `ClientError::Replay` with the host's
+    /// last seq, any other `4xx` (`429` included) is `ClientError::Rejected` with the
+    /// status and the service's `detail`.
     pub fn post_report(
         &self,
         bytes: &[u8],
@@ -55,6 +56,12 @@ impl Client {
         match answer.status {
             201 => Ok(ReportAck::Stored),
             200 => Ok(ReportAck::AlreadyStored),
+            409 => Err(ClientError::Replay {
+                last_seq: serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|body| body.get("last_seq").and_then(serde_json::Value::as_u64)),
+                detail: detail(&answer.body),
+            }),
             status => Err(ClientError::Rejected {
                 status,
                 detail: detail(&answer.body),

@@ -284,6 +284,7 @@ impl HostReport {
                 }
             }
         }
+        check_nested(object)?;
         let report: HostReport = serde_json::from_value(value).map_err(|error| {
             // The types above are right, so this is a nested field or an enum value.
             let text = error.to_string();
@@ -372,6 +373,76 @@ impl HostReport {
     }
 }
 
+/// The types inside the nested and optional fields, each named in the error.
+fn check_nested(object: &serde_json::Map<String, Value>) -> Result<(), ReportError> {
+    if let Some(Value::Object(summary)) = object.get("summary") {
+        for field in [
+            "added",
+            "deleted",
+            "modified",
+            "metadata_changed",
+            "type_changed",
+            "errors",
+            "scanned",
+        ] {
+            if !summary.get(field).is_some_and(Value::is_u64) {
+                return Err(bad(
+                    format!("summary.{field}"),
+                    "missing or not a non-negative integer",
+                ));
+            }
+        }
+    }
+    if let Some(Value::Array(anomalies)) = object.get("anomalies") {
+        for (index, anomaly) in anomalies.iter().enumerate() {
+            let field = format!("anomalies[{index}]");
+            let Value::Object(anomaly) = anomaly else {
+                return Err(bad(field, "must be an object"));
+            };
+            for name in ["anomaly", "path"] {
+                if !anomaly.get(name).is_some_and(Value::is_string) {
+                    return Err(bad(format!("{field}.{name}"), "missing or not a string"));
+                }
+            }
+            match anomaly.get("changed") {
+                None => {}
+                Some(Value::Array(names)) if names.iter().all(Value::is_string) => {}
+                Some(_) => {
+                    return Err(bad(
+                        format!("{field}.changed"),
+                        "must be an array of strings",
+                    ))
+                }
+            }
+        }
+    }
+    for (field, ok) in [
+        (
+            "error",
+            object
+                .get("error")
+                .is_none_or(|v| v.is_null() || v.is_string()),
+        ),
+        (
+            "spool_dropped",
+            object
+                .get("spool_dropped")
+                .is_none_or(|v| v.is_null() || v.is_u64()),
+        ),
+        (
+            "last_full",
+            object
+                .get("last_full")
+                .is_none_or(|v| v.is_null() || v.is_string()),
+        ),
+    ] {
+        if !ok {
+            return Err(bad(field, "has the wrong type"));
+        }
+    }
+    Ok(())
+}
+
 fn object_mentions(text: &str, name: &str) -> bool {
     text.contains(&format!("`{name}`")) || text.contains(name)
 }
@@ -448,6 +519,31 @@ mod tests {
         value.as_object_mut().unwrap().remove("summary");
         let error = HostReport::parse(&serde_json::to_vec(&value).unwrap(), 10).unwrap_err();
         assert_eq!(error.field, "summary");
+        for (field, value, named) in [
+            (
+                "summary",
+                serde_json::json!({"added": "x"}),
+                "summary.added",
+            ),
+            (
+                "anomalies",
+                serde_json::json!([{"anomaly": "added", "path": 7}]),
+                "anomalies[0].path",
+            ),
+            (
+                "anomalies",
+                serde_json::json!([{"anomaly": "added", "path": "/x", "changed": [1]}]),
+                "anomalies[0].changed",
+            ),
+            ("anomalies", serde_json::json!(["x"]), "anomalies[0]"),
+            ("error", serde_json::json!(5), "error"),
+            ("spool_dropped", serde_json::json!(-1), "spool_dropped"),
+        ] {
+            let mut case = serde_json::to_value(sample()).unwrap();
+            case[field] = value;
+            let error = HostReport::parse(&serde_json::to_vec(&case).unwrap(), 10).unwrap_err();
+            assert_eq!(error.field, named, "{error}");
+        }
         assert!(HostReport::parse(b"[1]", 10).is_err());
         assert!(HostReport::parse(b"\xff", 10).is_err());
     }

@@ -39,7 +39,7 @@ API:
   GET  /hosts/{host_id}                    one host and its latest report (read)
   GET  /hosts/{host_id}/reports[/{seq}]    its history; one report's signed bytes (read)
   GET  /drift?image_id=                    drift groups: one finding on many hosts (read)
-  POST /accepts, GET /accepts, DELETE /accepts/{id}   accepted drift (admin; GET read)
+  POST /accepts, GET /accepts, DELETE /accepts/{id}   accepted drift (admin)
   DELETE /hosts/{host_id}/key              re-open a host's enrollment (admin)
   GET  /audit                              the audit trail, newest first (admin)
 

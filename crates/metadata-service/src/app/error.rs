@@ -13,6 +13,8 @@ pub struct ApiError {
     pub(crate) detail: String,
     /// Extra fields (e.g. the stored digest on a 409).
     pub(crate) sha256: Option<String>,
+    /// A host's last seq (a report's 409: the agent goes on above it).
+    pub(crate) last_seq: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             error,
             detail: detail.into(),
             sha256: None,
+            last_seq: None,
         }
     }
 
@@ -45,6 +48,8 @@ struct ErrorBody<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
@@ -53,6 +58,7 @@ impl IntoResponse for ApiError {
             error: self.error,
             detail: &self.detail,
             sha256: self.sha256.as_deref(),
+            last_seq: self.last_seq,
         })
         .unwrap_or_default();
         let mut response = (self.status, json_body(body)).into_response();

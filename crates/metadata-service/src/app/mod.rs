@@ -455,7 +455,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route(
             ROUTES[13],
-            get(accepts::list_accepts.layer(scope(Scope::Read)))
+            get(accepts::list_accepts.layer(scope(Scope::Admin)))
                 .post(accepts::post_accept.layer(scope(Scope::Admin))),
         )
         .route(

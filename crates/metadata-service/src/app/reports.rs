@@ -35,11 +35,17 @@ fn refusal(refusal: Refusal) -> ApiError {
             "no_host_key",
             "this host is not enrolled: its first report carries X-Bulletproof-Host-Key",
         ),
-        Refusal::Replay { last_seq } => ApiError::new(
-            StatusCode::CONFLICT,
-            "replay",
-            format!("seq is not above this host's last, {last_seq}, and the bytes differ from the stored report"),
-        ),
+        Refusal::Replay { last_seq } => ApiError {
+            last_seq: Some(last_seq),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "replay",
+                format!(
+                    "seq is not above this host's last, {last_seq}, and the bytes differ \
+                     from the stored report"
+                ),
+            )
+        },
         Refusal::UnknownImage(image_id) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_image",

@@ -188,7 +188,7 @@ async fn every_new_route_needs_its_scope() {
         ("GET", "/fleet", READ),
         ("GET", "/drift", READ),
         ("GET", "/hosts", READ),
-        ("GET", "/accepts", READ),
+        ("GET", "/accepts", ADMIN),
         ("GET", "/audit", ADMIN),
     ] {
         let (status, _, _) = call(state, method, uri, None, &[], vec![]).await;

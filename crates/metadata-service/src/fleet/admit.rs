@@ -3,7 +3,8 @@
 //! image (422); its host has no other report in flight and is within its rate (429);
 //! it is signed by the host's pinned key, or, for a host not enrolled, by the key it
 //! offers, which is then pinned (403); its seq is above the host's last (else the very
-//! same bytes are a retry, 200, and anything else a replay, 409). Then it is committed
+//! same bytes are a retry, 200, and anything else a replay, 409, also after a
+//! re-enrollment: a host's seqs rise for its whole life). Then it is committed
 //! (group commit: durable before 201) and only then changes the state in memory.
 //! Every 403 and 409 and every enrollment is audited.
 
@@ -149,7 +150,10 @@ impl Fleet {
         let key = match (pinned, &offered) {
             (Some(pinned), _) => pinned,
             (None, Some(offered)) => offered.clone(),
-            (None, None) => return Err(Refusal::NoHostKey),
+            (None, None) => {
+                self.audit_refusal(&report, &Refusal::NoHostKey);
+                return Err(Refusal::NoHostKey);
+            }
         };
         if let Err(error) = integrity_trust::verify(&key, &body, &signature, false) {
             let by_offered = !enrolling
@@ -165,11 +169,11 @@ impl Fleet {
             return Err(refusal);
         }
 
-        // A host re-enrolling (its key removed by an admin) may start its seqs again.
-        let last_seq = match &previous {
-            Some(record) if !enrolling => record.last_seq,
-            _ => 0,
-        };
+        // Seqs go on rising across a re-enrollment (its key removed by an admin): the
+        // history of a host is one sequence, and a stored report is never replaced. An
+        // agent whose state was lost learns the last seq from the 409 and goes on
+        // above it.
+        let last_seq = previous.as_ref().map_or(0, |record| record.last_seq);
         if report.seq <= last_seq {
             let store = self.store().clone();
             let (host_id, seq) = (report.host_id.clone(), report.seq);
@@ -190,11 +194,7 @@ impl Fleet {
 
         let seen = integrity_common::manifest::now_timestamp();
         let (gaps, missing) = match &previous {
-            Some(record) if report.seq > record.last_seq => {
-                gaps_after(record.gaps.clone(), record.last_seq, report.seq)
-            }
-            // Re-enrolled with its seqs started again: nothing is missing.
-            Some(record) => (record.gaps.clone(), 0),
+            Some(record) => gaps_after(record.gaps.clone(), record.last_seq, report.seq),
             None => gaps_after(Vec::new(), 0, report.seq),
         };
         let record = HostRecord {
@@ -285,6 +285,7 @@ impl Fleet {
                     report.seq
                 )
             }
+            Refusal::NoHostKey => "the host is not enrolled and offered no key".to_owned(),
             _ => return,
         };
         self.writer.audit(vec![AuditRecord::new(
