@@ -14,8 +14,8 @@ use crate::spool::Spool;
 use integrity_client::{Client, ClientError};
 use integrity_common::manifest::{now_timestamp, MAX_PATH_BYTES};
 use integrity_common::report::{
-    BaselineSource, HostReport, ReportAnomaly, ReportBaseline, ReportMode, SignatureState,
-    MAX_HOSTNAME, MAX_TEXT,
+    finding_bytes, BaselineSource, HostReport, ReportAnomaly, ReportBaseline, ReportMode,
+    SignatureState, AGENT_MAX_REPORT_BYTES, MAX_FINDING_BYTES, MAX_HOSTNAME, MAX_TEXT,
 };
 use integrity_common::{Anomaly, DriftSummary};
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ pub struct Draft {
     pub summary: DriftSummary,
     pub anomalies: Vec<ReportAnomaly>,
     pub truncated: u64,
+    /// Bytes of `anomalies` as JSON.
+    bytes: usize,
 }
 
 impl Draft {
@@ -84,12 +86,24 @@ impl Draft {
     pub fn set_anomalies(&mut self, anomalies: &[Anomaly<'_>], max: usize) {
         self.anomalies.clear();
         self.truncated = 0;
+        self.bytes = 0;
         for anomaly in anomalies {
             let line = (self.anomalies.len() < max)
                 .then(|| serde_json::to_value(anomaly).ok())
                 .flatten()
                 .and_then(|value| serde_json::from_value::<ReportAnomaly>(value).ok())
-                .filter(|line| line.path.len() <= MAX_PATH_BYTES);
+                .filter(|line| line.path.len() <= MAX_PATH_BYTES)
+                .filter(|line| finding_bytes(line) <= MAX_FINDING_BYTES)
+                .filter(|line| {
+                    // The whole report stays under what the service takes: a tree
+                    // that makes findings huge (long escaped names) cannot get every
+                    // report refused and the host's drift never shown.
+                    let size = finding_bytes(line);
+                    self.bytes + size <= AGENT_MAX_REPORT_BYTES && {
+                        self.bytes += size;
+                        true
+                    }
+                });
             match line {
                 Some(line) => self.anomalies.push(line),
                 None => self.truncated += 1,
@@ -270,7 +284,7 @@ impl Reporter {
                         }
                     }
                 }
-                Err(ClientError::Rejected { status, detail }) if status != 429 => {
+                Err(ClientError::Rejected { status, detail }) if !matches!(status, 408 | 429) => {
                     eprintln!(
                         "integrity-agent: error: the service refused report {seq} (HTTP {status}): {detail}{}; the report is dropped, not retried",
                         self.hint(status)
@@ -392,6 +406,47 @@ mod tests {
         assert!(draft.anomalies[0].current.is_object());
         draft.set_anomalies(&anomalies, 0);
         assert_eq!((draft.anomalies.len(), draft.truncated), (0, 5));
+    }
+
+    /// Findings made huge by escaped names (a user can plant them in a scanned tree)
+    /// are cut at the report's byte bound and counted, so the report stays one the
+    /// service takes.
+    #[test]
+    fn a_report_stays_under_the_services_size_limit() {
+        let target: Vec<u8> = vec![1u8; 4000];
+        let entries: Vec<(Vec<u8>, FileIntegrityEntry)> = (0..300)
+            .map(|index| {
+                let path = format!("/home/u/link{index}").into_bytes();
+                let entry = FileIntegrityEntry {
+                    path: path.clone().into(),
+                    sha256: None,
+                    mode: 0o777,
+                    uid: 1000,
+                    gid: 1000,
+                    kind: EntryKind::Symlink,
+                    size: None,
+                    target: Some(target.clone().into()),
+                    rdev: None,
+                };
+                (path, entry)
+            })
+            .collect();
+        let anomalies: Vec<Anomaly<'_>> = entries
+            .iter()
+            .map(|(path, entry)| Anomaly {
+                kind: AnomalyKind::Added,
+                path,
+                changed: ChangedFields::default(),
+                baseline: None,
+                current: Some(entry),
+            })
+            .collect();
+        let mut draft = Draft::start();
+        draft.set_anomalies(&anomalies, 1000);
+        let total: usize = draft.anomalies.iter().map(finding_bytes).sum();
+        assert!(total <= AGENT_MAX_REPORT_BYTES, "{total}");
+        assert!(draft.truncated > 0 && !draft.anomalies.is_empty());
+        assert_eq!(draft.anomalies.len() as u64 + draft.truncated, 300);
     }
 
     #[test]

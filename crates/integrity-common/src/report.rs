@@ -17,6 +17,13 @@ pub const HOST_ID_LEN: usize = 32;
 pub const MAX_HOSTNAME: usize = 255;
 /// Longest free-text field (agent version, error).
 pub const MAX_TEXT: usize = 4096;
+/// Largest one finding may be, as JSON (a symlink target of 4096 control characters
+/// is about 25 KB escaped): the service keeps findings in memory as drift groups.
+pub const MAX_FINDING_BYTES: usize = 64 * 1024;
+/// Largest report an agent sends (the service's default limit is 4 MiB): findings
+/// beyond are counted in `truncated`.
+pub const AGENT_MAX_REPORT_BYTES: usize = 3 * 1024 * 1024;
+
 /// Most anomalies a report may carry (the agent's `--report-max-anomalies` default is
 /// 1000; the service enforces its own limit at or below this).
 pub const MAX_ANOMALIES: usize = 100_000;
@@ -344,6 +351,12 @@ impl HostReport {
             if anomaly.changed.len() > 16 || anomaly.changed.iter().any(|name| name.len() > 32) {
                 return Err(bad(format!("{field}.changed"), "too many or too long"));
             }
+            if finding_bytes(anomaly) > MAX_FINDING_BYTES {
+                return Err(bad(
+                    field,
+                    format!("larger than {MAX_FINDING_BYTES} bytes as JSON"),
+                ));
+            }
             for (side, value) in [
                 ("baseline", &anomaly.baseline),
                 ("current", &anomaly.current),
@@ -441,6 +454,11 @@ fn check_nested(object: &serde_json::Map<String, Value>) -> Result<(), ReportErr
         }
     }
     Ok(())
+}
+
+/// The size of a finding as JSON.
+pub fn finding_bytes(anomaly: &ReportAnomaly) -> usize {
+    serde_json::to_vec(anomaly).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 fn object_mentions(text: &str, name: &str) -> bool {

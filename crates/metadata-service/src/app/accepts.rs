@@ -79,6 +79,11 @@ pub(super) async fn post_accept(
             "current: an object (the finding's current values) or null",
         ));
     }
+    if serde_json::to_vec(&new.current).map_or(usize::MAX, |bytes| bytes.len())
+        > integrity_common::report::MAX_FINDING_BYTES
+    {
+        return Err(invalid("current: larger than a finding may be"));
+    }
     if new.comment.len() > MAX_TEXT {
         return Err(invalid(format!("comment: longer than {MAX_TEXT} bytes")));
     }
@@ -104,14 +109,18 @@ pub(super) async fn post_accept(
         ),
         serde_json::to_value(&accept).unwrap_or_default(),
     );
-    state
-        .fleet
-        .writer
-        .commit(vec![FleetWrite::PutAccept(accept.clone())], vec![audit])
-        .await
-        .map_err(ApiError::internal)?;
     let body = serde_json::to_vec(&accept).unwrap_or_default();
-    state.fleet.accepted(accept);
+    super::detached(state, move |state| async move {
+        state
+            .fleet
+            .writer
+            .commit(vec![FleetWrite::PutAccept(accept.clone())], vec![audit])
+            .await?;
+        state.fleet.accepted(accept);
+        Ok::<(), crate::store::StoreError>(())
+    })
+    .await?
+    .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, json_body(body)).into_response())
 }
 
@@ -159,12 +168,16 @@ pub(super) async fn delete_accept(
         ),
         serde_json::json!({ "id": id, "by": caller.id, "image_id": accept.image_id }),
     );
-    state
-        .fleet
-        .writer
-        .commit(vec![FleetWrite::DeleteAccept(id.clone())], vec![audit])
-        .await
-        .map_err(ApiError::internal)?;
-    state.fleet.state().accepts.remove(&id);
+    super::detached(state, move |state| async move {
+        state
+            .fleet
+            .writer
+            .commit(vec![FleetWrite::DeleteAccept(id.clone())], vec![audit])
+            .await?;
+        state.fleet.state().accepts.remove(&id);
+        Ok::<(), crate::store::StoreError>(())
+    })
+    .await?
+    .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

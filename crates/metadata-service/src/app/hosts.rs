@@ -114,12 +114,22 @@ pub(super) async fn delete_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let host_id = host_id(path)?;
+    // Claimed like a report: a report of this host in flight is not interleaved with
+    // the removal of its key (one of them waits for the other: 429).
     let record = {
-        let fleet = state.fleet.state();
+        let mut fleet = state.fleet.state();
         let host = fleet
             .hosts
-            .get(&host_id)
+            .get_mut(&host_id)
             .ok_or_else(|| ApiError::not_found("no such host"))?;
+        if host.in_flight {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "a report of this host is being stored; retry shortly",
+            ));
+        }
+        host.in_flight = true;
         let mut record = host.record.clone();
         record.public_key = None;
         record
@@ -129,15 +139,23 @@ pub(super) async fn delete_key(
         format!("{} re-opened the enrollment of host {host_id}", caller.id),
         serde_json::json!({ "host_id": host_id, "by": caller.id }),
     );
-    state
-        .fleet
-        .writer
-        .commit(vec![FleetWrite::Host(record)], vec![audit])
-        .await
-        .map_err(ApiError::internal)?;
-    if let Some(host) = state.fleet.state().hosts.get_mut(&host_id) {
-        host.key = None;
-        host.record.public_key = None;
-    }
+    super::detached(state, move |state| async move {
+        let committed = state
+            .fleet
+            .writer
+            .commit(vec![FleetWrite::Host(record)], vec![audit])
+            .await;
+        let mut fleet = state.fleet.state();
+        if let Some(host) = fleet.hosts.get_mut(&host_id) {
+            host.in_flight = false;
+            if committed.is_ok() {
+                host.key = None;
+                host.record.public_key = None;
+            }
+        }
+        committed
+    })
+    .await?
+    .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

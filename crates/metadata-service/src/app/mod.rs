@@ -306,6 +306,19 @@ async fn read_body<'a>(
     Ok((collected.freeze(), held))
 }
 
+/// Runs `work` as a task of its own and waits for it: a request that is cancelled (its
+/// client gone, its deadline passed) stops waiting, but the work — a commit and the
+/// change to the state in memory that follows it — runs to its end, so the two never
+/// disagree.
+async fn detached<T, F, Fut>(state: Arc<AppState>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<AppState>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    tokio::spawn(work(state)).await.map_err(ApiError::internal)
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {

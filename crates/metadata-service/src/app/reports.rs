@@ -66,7 +66,8 @@ pub(super) async fn post_report(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limit = state.fleet.config.max_report_bytes;
-    let body = match read_body(&headers, body, limit, None).await {
+    // Bodies being received share the upload memory budget (503 when it is spent).
+    let body = match read_body(&headers, body, limit, Some(&state.upload_budget)).await {
         Ok((body, _)) => body,
         Err(error) => {
             if error.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -76,15 +77,22 @@ pub(super) async fn post_report(
         }
     };
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let outcome = state
-        .fleet
-        .admit(
-            body,
-            text(SIGNATURE_HEADER),
-            text(HOST_KEY_HEADER),
-            |image_id| state.meta(image_id).is_some(),
-        )
-        .await;
+    let (signature, host_key) = (
+        text(SIGNATURE_HEADER).map(str::to_owned),
+        text(HOST_KEY_HEADER).map(str::to_owned),
+    );
+    let outcome = super::detached(state.clone(), move |state| async move {
+        state
+            .fleet
+            .admit(
+                body,
+                signature.as_deref(),
+                host_key.as_deref(),
+                |image_id| state.meta(image_id).is_some(),
+            )
+            .await
+    })
+    .await?;
     match outcome {
         Ok(Admitted::Stored {
             host_id,

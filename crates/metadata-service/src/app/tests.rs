@@ -21,6 +21,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(FleetConfig::default())
+}
+
+fn fixture_with(fleet: FleetConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(&dir.path().join("data"), 8 << 20).unwrap();
     let audit = crate::audit::Audit::open(&dir.path().join("data")).unwrap();
@@ -29,7 +33,7 @@ fn fixture() -> Fixture {
         Tokens::new([ADMIN, REPORT, READ]),
         Limits::default(),
         Vec::new(),
-        FleetConfig::default(),
+        fleet,
         Some(Arc::new(audit)),
     )
     .unwrap();
@@ -549,4 +553,154 @@ async fn the_fleet_is_rebuilt_from_the_store_at_start() {
             .0,
         StatusCode::CREATED
     );
+}
+
+/// Reports signed by anyone but the host charge nothing of the host's: a flood of them
+/// neither rate-limits nor blocks its real reports.
+#[tokio::test]
+async fn forged_reports_cannot_silence_a_host() {
+    let fixture = with_baseline(fixture_with(FleetConfig {
+        host_burst: 3,
+        ..FleetConfig::default()
+    }))
+    .await;
+    let (state, sha) = (&fixture.state, fixture.image_sha.clone());
+    let alice = host(1);
+    let mallory = host(1);
+    assert_eq!(
+        post_report(
+            state,
+            &alice,
+            &alice.key,
+            &report(&alice, &sha, 1, vec![]),
+            true
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    for seq in 2..10 {
+        let forged = report(&mallory, &sha, seq, vec![]);
+        let (status, _) = post_report(state, &mallory, &mallory.key, &forged, false).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, body) = post_report(
+        state,
+        &alice,
+        &alice.key,
+        &report(&alice, &sha, 2, vec![]),
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A seq far above the host's last is refused (it would end the host's number space
+/// or push its history out at once); after an allowed jump, the per-host cap takes no
+/// more of the earlier reports than it would have anyway.
+#[tokio::test]
+async fn seq_jumps_are_bounded_and_do_not_wipe_the_history() {
+    let fixture = with_baseline(fixture_with(FleetConfig {
+        max_reports_per_host: 3,
+        ..FleetConfig::default()
+    }))
+    .await;
+    let (state, sha) = (&fixture.state, fixture.image_sha.clone());
+    let alice = host(1);
+    for seq in 1..=3 {
+        let sent = report(&alice, &sha, seq, vec![]);
+        assert_eq!(
+            post_report(state, &alice, &alice.key, &sent, true).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let far = report(&alice, &sha, 3 + crate::fleet::MAX_SEQ_JUMP + 1, vec![]);
+    let (status, body) = post_report(state, &alice, &alice.key, &far, false).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("seq:"),
+        "{body}"
+    );
+    let jump = report(&alice, &sha, 100, vec![]);
+    assert_eq!(
+        post_report(state, &alice, &alice.key, &jump, false).await.0,
+        StatusCode::CREATED
+    );
+    let uri = format!("/hosts/{}/reports", alice.id);
+    let (_, _, body) = call(state, "GET", &uri, Some(READ), &[], vec![]).await;
+    let seqs: Vec<u64> = json(&body)["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![100, 3, 2]);
+}
+
+/// A flood of refused reports is itemised in the audit log up to a rate, and the rest
+/// is counted in a summary record: nothing goes unrecorded, and the log stays bounded.
+#[tokio::test]
+async fn a_flood_of_refusals_is_counted_not_itemised() {
+    let fixture = with_baseline(fixture()).await;
+    let (state, sha) = (&fixture.state, fixture.image_sha.clone());
+    let stranger = host(9);
+    let flood = 2 * crate::fleet::REFUSALS_PER_SECOND + 50;
+    for seq in 1..=flood {
+        // Unknown host, no key: refused (403) and audited.
+        let sent = report(&stranger, &sha, seq, vec![]);
+        assert_eq!(
+            post_report(state, &stranger, &stranger.key, &sent, false)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    // One more refusal in a later second flushes the count of the last one.
+    let started = crate::fleet::now_secs();
+    while crate::fleet::now_secs() == started {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let last = report(&stranger, &sha, flood + 1, vec![]);
+    post_report(state, &stranger, &stranger.key, &last, false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, _, body) = call(state, "GET", "/audit?limit=10000", Some(ADMIN), &[], vec![]).await;
+        let records = json(&body)["records"].as_array().unwrap().clone();
+        let refused: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["event"] == "report_refused")
+            .collect();
+        let itemised = refused.iter().filter(|r| r["data"]["seq"].is_u64()).count() as u64;
+        let counted: u64 = refused
+            .iter()
+            .filter_map(|r| r["data"]["suppressed"].as_u64())
+            .sum();
+        if itemised + counted == flood + 1 {
+            assert!(itemised < flood, "a flood is not itemised record by record");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "itemised {itemised}, counted {counted}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_accept_too_large_is_refused() {
+    let fixture = with_baseline(fixture()).await;
+    let huge = "x".repeat(integrity_common::report::MAX_FINDING_BYTES);
+    let accept = serde_json::json!({"image_id":"img-1","host_id":null,"path":"/etc/x",
+        "anomaly":"modified","current":{"sha256": huge},"comment":""});
+    let (status, _, _) = call(
+        &fixture.state,
+        "POST",
+        "/accepts",
+        Some(ADMIN),
+        &[],
+        accept.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -15,6 +15,10 @@ use crate::store::{FleetWrite, HostRecord, StoreError, StoredReport};
 use bytes::Bytes;
 use integrity_common::report::{timestamp_secs, HostReport};
 
+/// How far above a host's last seq a report may jump (a spool drops at most its
+/// bound at a time; this leaves room for many such losses).
+pub const MAX_SEQ_JUMP: u64 = 1 << 20;
+
 /// A report taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admitted {
@@ -121,34 +125,17 @@ impl Fleet {
             None => None,
         };
 
-        // Claim the host (one report at a time) and read what we need of it.
-        let (pinned, previous) = {
-            let mut state = self.state();
-            let burst = self.config.host_burst;
-            match state.hosts.get_mut(&report.host_id) {
-                Some(host) => {
-                    if host.in_flight || !host.bucket.take(burst, now_ms()) {
-                        return Err(Refusal::RateLimited);
-                    }
-                    host.in_flight = true;
-                    (host.key.clone(), Some(host.record.clone()))
-                }
-                None => {
-                    if !state.enrolling.insert(report.host_id.clone()) {
-                        return Err(Refusal::RateLimited);
-                    }
-                    (None, None)
-                }
-            }
-        };
-        let _claim = InFlight {
-            fleet: self,
-            host_id: report.host_id.clone(),
-        };
-
+        // The signature first, with the host's pinned key (or, for a host not enrolled,
+        // the key it offers): nothing of the host is claimed or charged before, so
+        // reports signed by anyone else cannot use up its rate or block it.
+        let pinned = self
+            .state()
+            .hosts
+            .get(&report.host_id)
+            .and_then(|host| host.key.clone());
         let enrolling = pinned.is_none();
-        let key = match (pinned, &offered) {
-            (Some(pinned), _) => pinned,
+        let key = match (&pinned, &offered) {
+            (Some(pinned), _) => pinned.clone(),
             (None, Some(offered)) => offered.clone(),
             (None, None) => {
                 self.audit_refusal(&report, &Refusal::NoHostKey);
@@ -169,11 +156,48 @@ impl Fleet {
             return Err(refusal);
         }
 
+        // Claim the host (one report at a time), charge its rate, and read what we
+        // need of it. Its key changed since (an admin re-opened enrollment, or another
+        // report enrolled it): the client retries and is checked again.
+        let previous = {
+            let mut state = self.state();
+            let burst = self.config.host_burst;
+            match state.hosts.get_mut(&report.host_id) {
+                Some(host) => {
+                    let same_key = host.key.as_ref().map(|k| k.to_base64())
+                        == pinned.as_ref().map(|k| k.to_base64());
+                    if !same_key || host.in_flight || !host.bucket.take(burst, now_ms()) {
+                        return Err(Refusal::RateLimited);
+                    }
+                    host.in_flight = true;
+                    Some(host.record.clone())
+                }
+                None => {
+                    if pinned.is_some() || !state.enrolling.insert(report.host_id.clone()) {
+                        return Err(Refusal::RateLimited);
+                    }
+                    None
+                }
+            }
+        };
+        let _claim = InFlight {
+            fleet: self,
+            host_id: report.host_id.clone(),
+        };
+
         // Seqs go on rising across a re-enrollment (its key removed by an admin): the
         // history of a host is one sequence, and a stored report is never replaced. An
         // agent whose state was lost learns the last seq from the 409 and goes on
         // above it.
         let last_seq = previous.as_ref().map_or(0, |record| record.last_seq);
+        if report.seq > last_seq.saturating_add(MAX_SEQ_JUMP) {
+            // A jump no lost spool explains: it would make the host's number space
+            // end (u64::MAX) or push its history out of the per-host cap at once.
+            return Err(Refusal::Invalid(format!(
+                "seq: {} is more than {MAX_SEQ_JUMP} above this host's last, {last_seq}",
+                report.seq
+            )));
+        }
         if report.seq <= last_seq {
             let store = self.store().clone();
             let (host_id, seq) = (report.host_id.clone(), report.seq);
@@ -219,8 +243,10 @@ impl Fleet {
             last_seq: report.seq,
             gaps,
             interval_secs: report.interval_secs,
-            spool_dropped: previous.as_ref().map_or(0, |record| record.spool_dropped)
-                + report.spool_dropped,
+            spool_dropped: previous
+                .as_ref()
+                .map_or(0, |record| record.spool_dropped)
+                .saturating_add(report.spool_dropped),
         };
         let cap = self.config.max_reports_per_host.max(1);
         let mut audit = Vec::new();
@@ -246,7 +272,15 @@ impl Fleet {
                 signature,
                 bytes: body,
             },
-            prune_through: report.seq.checked_sub(cap).filter(|through| *through > 0),
+            // The cap counts in seqs; after a jump it never takes more of the earlier
+            // reports than the cap would have anyway.
+            prune_through: Some(
+                report
+                    .seq
+                    .saturating_sub(cap)
+                    .min(last_seq.saturating_add(1).saturating_sub(cap)),
+            )
+            .filter(|through| *through > 0),
         };
         self.writer
             .commit(vec![write], audit)
@@ -288,7 +322,41 @@ impl Fleet {
             Refusal::NoHostKey => "the host is not enrolled and offered no key".to_owned(),
             _ => return,
         };
-        self.writer.audit(vec![AuditRecord::new(
+        // A flood of refusals is recorded one by one up to a rate, then counted: the
+        // log stays bounded, and the count says what was not itemised.
+        let mut records = Vec::new();
+        {
+            let mut window = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let second = now_secs();
+            if window.second != second {
+                if window.suppressed > 0 {
+                    records.push(AuditRecord::new(
+                        "report_refused",
+                        format!(
+                            "{} more refused reports in second {} not recorded one by one (over {REFUSALS_PER_SECOND}/s)",
+                            window.suppressed, window.second
+                        ),
+                        serde_json::json!({ "suppressed": window.suppressed, "second": window.second }),
+                    ));
+                }
+                *window = RefusalWindow {
+                    second,
+                    ..RefusalWindow::default()
+                };
+            }
+            if window.recorded >= REFUSALS_PER_SECOND {
+                window.suppressed += 1;
+            } else {
+                window.recorded += 1;
+            }
+            if window.suppressed > 0 {
+                if !records.is_empty() {
+                    self.writer.audit(records);
+                }
+                return;
+            }
+        }
+        records.push(AuditRecord::new(
             "report_refused",
             format!(
                 "report {} of host {} refused: {why}",
@@ -300,6 +368,18 @@ impl Fleet {
                 "image_id": report.image_id,
                 "reason": refusal.code(),
             }),
-        )]);
+        ));
+        self.writer.audit(records);
     }
+}
+
+/// Refused reports itemised in the audit log per second, at most.
+pub const REFUSALS_PER_SECOND: u64 = 100;
+
+/// The refusals of the current second.
+#[derive(Debug, Default)]
+pub struct RefusalWindow {
+    second: u64,
+    recorded: u64,
+    suppressed: u64,
 }

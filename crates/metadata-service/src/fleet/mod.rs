@@ -15,7 +15,7 @@ pub mod host;
 pub mod views;
 pub mod writer;
 
-pub use admit::{Admitted, Refusal};
+pub use admit::{Admitted, Refusal, MAX_SEQ_JUMP, REFUSALS_PER_SECOND};
 
 use crate::audit::Audit;
 use crate::store::{Accept, Store, StoreError};
@@ -78,6 +78,8 @@ pub struct Fleet {
     pub writer: Writer,
     pub audit: Option<Arc<Audit>>,
     store: Arc<dyn Store>,
+    /// Refusals audited in the current second (a flood is counted, not itemised).
+    refusals: Mutex<admit::RefusalWindow>,
 }
 
 pub fn now_secs() -> u64 {
@@ -130,6 +132,7 @@ impl Fleet {
             writer,
             audit,
             store,
+            refusals: Mutex::new(admit::RefusalWindow::default()),
         })
     }
 
