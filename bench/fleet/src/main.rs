@@ -324,7 +324,8 @@ async fn drain(tasks: &mut JoinSet<()>) -> Instant {
 
 /// Phase 1: every host posts its first report (carrying its key), closed loop, as many
 /// at once as there are slots.
-async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>) -> Value {
+async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>, pid: Option<u32>) -> Value {
+    let cpu = Cpu::start(pid);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for host in 0..sim.hosts.len() {
@@ -340,12 +341,15 @@ async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>) -> Value {
     let elapsed = drain(&mut tasks).await - start;
     let summary = sim.stats.summary("enroll");
     print_kind("enroll", &summary, elapsed, None);
-    phase_json("enroll", &summary, elapsed, None)
+    let mut value = phase_json("enroll", &summary, elapsed, None);
+    value["cpu"] = cpu.stop("enroll");
+    value
 }
 
 /// Phase 2 (interval mode): each host checks every `interval` seconds, the hosts spread
 /// evenly over the interval, for `duration` seconds.
-async fn steady(sim: &Arc<Sim>, interval: u64, duration: u64) -> Value {
+async fn steady(sim: &Arc<Sim>, interval: u64, duration: u64, pid: Option<u32>) -> Value {
+    let cpu = Cpu::start(pid);
     let hosts = sim.hosts.len();
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
@@ -371,7 +375,8 @@ async fn steady(sim: &Arc<Sim>, interval: u64, duration: u64) -> Value {
     let target = hosts as f64 / interval as f64;
     print_kind("revalidate", &revalidate, elapsed, Some(target));
     print_kind("report", &report, elapsed, Some(target));
-    json!({"phase": "steady", "interval_secs": interval, "duration_secs": duration,
+    let cpu = cpu.stop("steady");
+    json!({"phase": "steady", "cpu": cpu, "interval_secs": interval, "duration_secs": duration,
            "scheduled_checks": scheduled, "target_rate": target,
            "elapsed_secs": elapsed.as_secs_f64(),
            "revalidate": phase_json("revalidate", &revalidate, elapsed, Some(target)),
@@ -379,18 +384,24 @@ async fn steady(sim: &Arc<Sim>, interval: u64, duration: u64) -> Value {
 }
 
 /// Phase 2 (rate mode): open-loop steps of R reports per second, hosts in turn.
-async fn ramp(sim: &Arc<Sim>, rates: &[f64], duration: u64) -> (Vec<Value>, Option<f64>) {
+async fn ramp(
+    sim: &Arc<Sim>,
+    rates: &[f64],
+    duration: u64,
+    interval_secs: Option<u64>,
+    pid: Option<u32>,
+) -> (Vec<Value>, Option<f64>) {
     let hosts = sim.hosts.len();
     let mut next_host = 0usize;
     let mut steps = Vec::new();
     let mut knee = None;
     for &rate in rates {
         let kind = format!("report@{rate}");
-        let interval_secs = Some((hosts as f64 / rate).round().max(1.0) as u64);
         let (dropped0, busy0) = (
             sim.dropped_overload.load(Ordering::Relaxed),
             sim.skipped_busy.load(Ordering::Relaxed),
         );
+        let cpu = Cpu::start(pid);
         let start = Instant::now();
         let end = start + Duration::from_secs(duration);
         let mut tasks = JoinSet::new();
@@ -428,6 +439,7 @@ async fn ramp(sim: &Arc<Sim>, rates: &[f64], duration: u64) -> (Vec<Value>, Opti
             println!("  {kind}: {dropped} dropped (client queue full), {busy} skipped (host busy)");
         }
         let mut step = phase_json(&kind, &summary, elapsed, Some(rate));
+        step["cpu"] = cpu.stop(&kind);
         step["rate"] = json!(rate);
         step["scheduled"] = json!(scheduled);
         step["dropped_overload"] = json!(dropped);
@@ -631,6 +643,57 @@ async fn time_read(sim: &Arc<Sim>, path: &str, runs: usize) -> (Value, Option<Va
     )
 }
 
+/// CPU seconds (user + system) a process used so far: /proc/PID/stat fields 14 and 15,
+/// in USER_HZ (100 on Linux).
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU used by the service and by this simulator between two points, in cores.
+struct Cpu {
+    pid: Option<u32>,
+    service: Option<f64>,
+    sim: Option<f64>,
+    at: Instant,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Cpu {
+        Cpu {
+            pid,
+            service: pid.and_then(|pid| cpu_secs(Some(pid))),
+            sim: cpu_secs(None),
+            at: Instant::now(),
+        }
+    }
+
+    /// `{"service_cores", "sim_cores"}` since `start`, printed too.
+    fn stop(self, kind: &str) -> Value {
+        let secs = self.at.elapsed().as_secs_f64().max(1e-6);
+        let cores = |before: Option<f64>, now: Option<f64>| {
+            before.zip(now).map(|(before, now)| (now - before) / secs)
+        };
+        let service = cores(self.service, self.pid.and_then(|pid| cpu_secs(Some(pid))));
+        let sim = cores(self.sim, cpu_secs(None));
+        let show = |cores: Option<f64>| cores.map_or("?".to_owned(), |c| format!("{c:.2}"));
+        println!(
+            "{kind:>14}  cpu: service {} cores, simulator {} cores",
+            show(service),
+            show(sim)
+        );
+        json!({"service_cores": service, "sim_cores": sim})
+    }
+}
+
 fn rss_kb(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -749,21 +812,28 @@ async fn run(cli: Cli) -> Result<Value> {
     });
     let rss_before = cli.service_pid.and_then(rss_kb);
 
-    let interval_secs = if cli.rate.is_empty() {
-        Some(cli.interval)
-    } else {
-        Some((cli.hosts as f64 / cli.rate[0]).round().max(1.0) as u64)
-    };
+    // The interval the reports announce (the service's staleness follows it).
+    let interval_secs = Some(cli.interval);
     let enrollment = if cli.no_enroll {
         Value::Null
     } else {
-        enroll(&sim, interval_secs).await
+        enroll(&sim, interval_secs, cli.service_pid).await
     };
     let rss_after_enroll = cli.service_pid.and_then(rss_kb);
     let (load, knee) = if cli.rate.is_empty() {
-        (steady(&sim, cli.interval, cli.duration).await, None)
+        (
+            steady(&sim, cli.interval, cli.duration, cli.service_pid).await,
+            None,
+        )
     } else {
-        let (steps, knee) = ramp(&sim, &cli.rate, cli.duration).await;
+        let (steps, knee) = ramp(
+            &sim,
+            &cli.rate,
+            cli.duration,
+            interval_secs,
+            cli.service_pid,
+        )
+        .await;
         match knee {
             Some(rate) => println!("          knee: {rate} reports/s (highest step with sojourn p99 ≤ 100 ms, no errors, ≥ 95 % of the rate achieved)"),
             None => println!("          knee: none of the steps met the goal"),

@@ -644,7 +644,7 @@ async fn a_flood_of_refusals_is_counted_not_itemised() {
     let fixture = with_baseline(fixture()).await;
     let (state, sha) = (&fixture.state, fixture.image_sha.clone());
     let stranger = host(9);
-    let flood = 2 * crate::fleet::REFUSALS_PER_SECOND + 50;
+    let flood = 6 * crate::fleet::REFUSALS_PER_SECOND;
     for seq in 1..=flood {
         // Unknown host, no key: refused (403) and audited.
         let sent = report(&stranger, &sha, seq, vec![]);
