@@ -115,37 +115,49 @@ impl Fleet {
                 ))
             }
         };
-        let offered = match host_key {
-            Some(value) => Some(
-                integrity_trust::parse_public_key(&header_text(value, "X-Bulletproof-Host-Key")?)
+        // The offered key is parsed only when it is needed (a host not enrolled, or a
+        // signature the pinned key refuses): agents send it with every report.
+        let offered = || -> Result<Option<integrity_trust::PublicKey>, Refusal> {
+            match host_key {
+                Some(value) => Ok(Some(
+                    integrity_trust::parse_public_key(&header_text(
+                        value,
+                        "X-Bulletproof-Host-Key",
+                    )?)
                     .map_err(|error| {
-                    Refusal::Invalid(format!("X-Bulletproof-Host-Key: not a public key: {error}"))
-                })?,
-            ),
-            None => None,
+                        Refusal::Invalid(format!(
+                            "X-Bulletproof-Host-Key: not a public key: {error}"
+                        ))
+                    })?,
+                )),
+                None => Ok(None),
+            }
         };
 
         // The signature first, with the host's pinned key (or, for a host not enrolled,
         // the key it offers): nothing of the host is claimed or charged before, so
         // reports signed by anyone else cannot use up its rate or block it.
-        let pinned = self
+        let (pinned, pinned_text) = self
             .state()
             .hosts
             .get(&report.host_id)
-            .and_then(|host| host.key.clone());
+            .map(|host| (host.key.clone(), host.record.public_key.clone()))
+            .unwrap_or_default();
         let enrolling = pinned.is_none();
-        let key = match (&pinned, &offered) {
-            (Some(pinned), _) => pinned.clone(),
-            (None, Some(offered)) => offered.clone(),
-            (None, None) => {
-                self.audit_refusal(&report, &Refusal::NoHostKey);
-                return Err(Refusal::NoHostKey);
-            }
+        let key = match &pinned {
+            Some(pinned) => pinned.clone(),
+            None => match offered()? {
+                Some(offered) => offered,
+                None => {
+                    self.audit_refusal(&report, &Refusal::NoHostKey);
+                    return Err(Refusal::NoHostKey);
+                }
+            },
         };
         if let Err(error) = integrity_trust::verify(&key, &body, &signature, false) {
             let by_offered = !enrolling
-                && offered.as_ref().is_some_and(|offered| {
-                    integrity_trust::verify(offered, &body, &signature, false).is_ok()
+                && offered().ok().flatten().is_some_and(|offered| {
+                    integrity_trust::verify(&offered, &body, &signature, false).is_ok()
                 });
             let refusal = if by_offered {
                 Refusal::KeyMismatch
@@ -164,9 +176,10 @@ impl Fleet {
             let burst = self.config.host_burst;
             match state.hosts.get_mut(&report.host_id) {
                 Some(host) => {
-                    let same_key = host.key.as_ref().map(|k| k.to_base64())
-                        == pinned.as_ref().map(|k| k.to_base64());
-                    if !same_key || host.in_flight || !host.bucket.take(burst, now_ms()) {
+                    if host.record.public_key != pinned_text
+                        || host.in_flight
+                        || !host.bucket.take(burst, now_ms())
+                    {
                         return Err(Refusal::RateLimited);
                     }
                     host.in_flight = true;
