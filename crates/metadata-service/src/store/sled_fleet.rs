@@ -74,8 +74,8 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 impl SledStore {
     pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError> {
-        // Keys of reports the per-host cap removes, found before the transaction
-        // (sled transactions do not scan).
+        // Keys of reports the per-host cap removes, found before the batches are
+        // built (a batch does not scan).
         let mut pruned = Vec::new();
         let mut encoded = Vec::with_capacity(writes.len());
         for write in writes {
