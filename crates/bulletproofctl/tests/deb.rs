@@ -112,6 +112,16 @@ fn the_deb_builds_installs_runs_and_removes() {
             & 0o777,
         0o600
     );
+    // It will hold the agent's report token: shipped 0644 (Debian policy for /etc), made
+    // root's alone by postinst.
+    assert_eq!(
+        fs::metadata("/etc/default/integrity-agent")
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let status = ok("/usr/bin/bulletproofctl", &["status", "--json"]);
     assert!(status.contains("\"active\":\"none\""), "{status}");
     assert!(
