@@ -108,4 +108,23 @@ impl Audit {
         }
         Ok(ring.into_iter().rev().collect())
     }
+
+    /// Checks the whole log as `bulletproofctl log verify` does, with the initial key
+    /// kept on this host (the pages show the result; a copy kept elsewhere proves more).
+    pub fn verify(&self) -> anyhow::Result<bulletproof_seclog::Verdict> {
+        let path = self.path();
+        if !path.exists() {
+            anyhow::bail!("no record yet");
+        }
+        bulletproof_seclog::verify(
+            &[path],
+            &bulletproof_seclog::VerifyOptions {
+                master: bulletproof_seclog::read_master(&self.log.master_key_path())?,
+                host_key: integrity_trust::load_public_key(&self.log.host_public_key())
+                    .map_err(|error| error.to_string()),
+                max_age_secs: None,
+                require_checkpoint: false,
+            },
+        )
+    }
 }

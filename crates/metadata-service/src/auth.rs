@@ -164,6 +164,18 @@ impl Tokens {
             })
             .filter(|token| !token.is_empty())
             .ok_or(AuthError::Missing)?;
+        self.check_secret(presented, needed)
+    }
+
+    /// Checks a token presented otherwise than in a header (the pages' login form) for
+    /// scope `needed` (or `admin`); the caller's scope is the token's own.
+    pub fn check_secret(&self, presented: &str, needed: Scope) -> Result<Caller, AuthError> {
+        if self.tokens.is_empty() {
+            return Ok(Caller {
+                scope: needed,
+                id: LOOPBACK.to_owned(),
+            });
+        }
         let presented = digest(presented.as_bytes());
         // Every entry is compared and the match is selected without a branch.
         let mut found = subtle::Choice::from(0);

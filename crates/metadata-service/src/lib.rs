@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 use crate::app::AppState;
 use crate::auth::Tokens;
@@ -77,7 +78,9 @@ pub async fn run(
         config.fleet.clone(),
         Some(Arc::new(audit)),
     )?;
+    state.sessions().set_secure(tls.is_some());
     tokio::spawn(prune_reports(state.clone()));
+    tokio::spawn(fleet::daily::sampler(state.clone()));
     state.metrics.record_recovery(&recovery);
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await

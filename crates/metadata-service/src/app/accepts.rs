@@ -16,18 +16,19 @@ use integrity_common::report::{validate_host_id, ANOMALY_KINDS, MAX_TEXT};
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// What `POST /accepts` (and the pages' accept forms) ask for.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewAccept {
-    image_id: String,
+pub(crate) struct NewAccept {
+    pub image_id: String,
     #[serde(default)]
-    host_id: Option<String>,
-    path: String,
-    anomaly: String,
+    pub host_id: Option<String>,
+    pub path: String,
+    pub anomaly: String,
     #[serde(default)]
-    current: serde_json::Value,
+    pub current: serde_json::Value,
     #[serde(default)]
-    comment: String,
+    pub comment: String,
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -53,6 +54,17 @@ pub(super) async fn post_accept(
     let (bytes, _) = read_body(&headers, body, 1 << 20, None).await?;
     let new: NewAccept =
         serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
+    let accept = create_accept(state, &caller, new).await?;
+    let body = serde_json::to_vec(&accept).unwrap_or_default();
+    Ok((StatusCode::CREATED, json_body(body)).into_response())
+}
+
+/// Validates, commits (audited) and applies a new accept.
+pub(crate) async fn create_accept(
+    state: Arc<AppState>,
+    caller: &Caller,
+    new: NewAccept,
+) -> Result<Accept, ApiError> {
     integrity_common::validate_image_id(&new.image_id)
         .map_err(|why| invalid(format!("image_id: {why}")))?;
     if state.meta(&new.image_id).is_none() {
@@ -109,19 +121,19 @@ pub(super) async fn post_accept(
         ),
         serde_json::to_value(&accept).unwrap_or_default(),
     );
-    let body = serde_json::to_vec(&accept).unwrap_or_default();
+    let applied = accept.clone();
     super::detached(state, move |state| async move {
         state
             .fleet
             .writer
-            .commit(vec![FleetWrite::PutAccept(accept.clone())], vec![audit])
+            .commit(vec![FleetWrite::PutAccept(applied.clone())], vec![audit])
             .await?;
-        state.fleet.accepted(accept);
+        state.fleet.accepted(applied);
         Ok::<(), crate::store::StoreError>(())
     })
     .await?
     .map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, json_body(body)).into_response())
+    Ok(accept)
 }
 
 #[derive(Deserialize)]
@@ -134,11 +146,20 @@ pub(super) async fn list_accepts(
     query: Result<Query<AcceptsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
-    let fleet = state.fleet.state();
-    let accepts = fleet.accepts.list(query.image_id.as_deref());
-    let body = serde_json::json!({ "accepts": accepts });
-    drop(fleet);
+    let body = serde_json::json!({ "accepts": accepts(&state, query.image_id.as_deref()) });
     Ok(json_body(body.to_string().into_bytes()).into_response())
+}
+
+/// The accepts of one image (every image when `None`).
+pub(crate) fn accepts(state: &AppState, image_id: Option<&str>) -> Vec<Accept> {
+    state
+        .fleet
+        .state()
+        .accepts
+        .list(image_id)
+        .into_iter()
+        .cloned()
+        .collect()
 }
 
 pub(super) async fn delete_accept(
@@ -153,6 +174,16 @@ pub(super) async fn delete_accept(
             rejection.body_text(),
         )
     })?;
+    revoke_accept(state, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Commits (audited) and applies the removal of an accept.
+pub(crate) async fn revoke_accept(
+    state: Arc<AppState>,
+    caller: &Caller,
+    id: String,
+) -> Result<(), ApiError> {
     let accept = state
         .fleet
         .state()
@@ -178,6 +209,5 @@ pub(super) async fn delete_accept(
         Ok::<(), crate::store::StoreError>(())
     })
     .await?
-    .map_err(ApiError::internal)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    .map_err(ApiError::internal)
 }

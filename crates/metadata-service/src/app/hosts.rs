@@ -13,15 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http::StatusCode;
 use serde::Deserialize;
+use serde_json::Value;
 use std::ops::Bound;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
-pub(super) struct HostsQuery {
-    image_id: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
+#[derive(Deserialize, Default)]
+pub(crate) struct HostsQuery {
+    pub image_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
 }
 
 /// Hosts in host id order, filtered, a page at a time (`next` is the cursor).
@@ -30,6 +31,12 @@ pub(super) async fn list_hosts(
     query: Result<Query<HostsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    let body = hosts_page(&state, &query)?;
+    Ok(json_body(body.to_string().into_bytes()).into_response())
+}
+
+/// `GET /hosts` (and the pages' list of an image's hosts): `{"hosts", "next"}`.
+pub(crate) fn hosts_page(state: &AppState, query: &HostsQuery) -> Result<Value, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(Status::parse(text).ok_or_else(|| {
@@ -75,8 +82,7 @@ pub(super) async fn list_hosts(
         None
     };
     drop(fleet);
-    let body = serde_json::json!({ "hosts": hosts, "next": next });
-    Ok(json_body(body.to_string().into_bytes()).into_response())
+    Ok(serde_json::json!({ "hosts": hosts, "next": next }))
 }
 
 /// One host with its latest report (parsed; each finding marked with its accept).
@@ -84,7 +90,12 @@ pub(super) async fn get_host(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let host_id = host_id(path)?;
+    let body = host_detail(&state, host_id(path)?).await?;
+    Ok(json_body(body.to_string().into_bytes()).into_response())
+}
+
+/// `GET /hosts/{host_id}` (and the pages' host): the host and its latest report.
+pub(crate) async fn host_detail(state: &Arc<AppState>, host_id: String) -> Result<Value, ApiError> {
     let last_seq = state.known_host(&host_id)?;
     let store = state.fleet.store().clone();
     let id = host_id.clone();
@@ -101,10 +112,9 @@ pub(super) async fn get_host(
     let mut body = views::host(host, &fleet, now, stale_after);
     body["latest"] = match &stored {
         Some(stored) => views::latest_report(&stored.bytes, host, &fleet),
-        None => serde_json::Value::Null,
+        None => Value::Null,
     };
-    drop(fleet);
-    Ok(json_body(body.to_string().into_bytes()).into_response())
+    Ok(body)
 }
 
 /// Re-opens a host's enrollment: its key is forgotten, the next report's is pinned.

@@ -4,16 +4,16 @@
 //! `signatures.rs`, `reports.rs`, `hosts.rs`, `fleet.rs` (fleet, drift, audit),
 //! `accepts.rs`; `error.rs` is the one error type, `cache.rs` the body cache.
 
-mod accepts;
+pub(crate) mod accepts;
 mod baselines;
 mod cache;
 mod error;
 mod fleet;
-mod hosts;
-mod reports;
+pub(crate) mod hosts;
+pub(crate) mod reports;
 mod signatures;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use baselines::{get_baseline, list_baselines, post_baseline};
 use cache::BodyCache;
@@ -92,6 +92,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Hosts, reports, drift groups, accepts (REFERENCE §7).
     pub fleet: Fleet,
+    /// The pages' login sessions.
+    sessions: crate::ui::session::Sessions,
 }
 
 impl AppState {
@@ -126,7 +128,40 @@ impl AppState {
             limits,
             metrics,
             fleet,
+            sessions: Default::default(),
         }))
+    }
+
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The pages' sessions (`set_secure` when serving TLS).
+    pub fn sessions(&self) -> &crate::ui::session::Sessions {
+        &self.sessions
+    }
+
+    /// Every stored baseline's metadata and whether a signature is stored for it.
+    pub(crate) async fn baselines_signed(self: &Arc<Self>) -> Vec<(Arc<BaselineMeta>, bool)> {
+        let metas: Vec<Arc<BaselineMeta>> = self
+            .metas
+            .read()
+            .expect("metas")
+            .values()
+            .cloned()
+            .collect();
+        let store = self.store.clone();
+        blocking(move || {
+            metas
+                .into_iter()
+                .map(|meta| {
+                    let signed = matches!(store.signature(&meta.image_id), Ok(Some(_)));
+                    (meta, signed)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub(crate) fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
@@ -431,7 +466,12 @@ const ROUTES: [&str; 16] = [
 
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
     matched
-        .and_then(|path| ROUTES.iter().find(|route| **route == path.as_str()))
+        .and_then(|path| {
+            ROUTES
+                .iter()
+                .chain(crate::ui::ROUTES.iter())
+                .find(|route| **route == path.as_str())
+        })
         .copied()
         .unwrap_or("unmatched")
 }
@@ -476,6 +516,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             delete(accepts::delete_accept.layer(scope(Scope::Admin))),
         )
         .route(ROUTES[15], get(fleet::get_audit.layer(scope(Scope::Admin))))
+        .merge(crate::ui::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -138,10 +138,22 @@ pub(super) async fn list_reports(
 ) -> Result<Response, ApiError> {
     let host_id = host_id(path)?;
     let Query(query) = query.map_err(super::bad_query)?;
+    let body = report_history(&state, host_id, query.before, query.limit).await?;
+    Ok(json_body(body.to_string().into_bytes()).into_response())
+}
+
+/// `GET /hosts/{host_id}/reports` (and the pages' report history): newest first,
+/// `limit` at a time, below `before`.
+pub(crate) async fn report_history(
+    state: &AppState,
+    host_id: String,
+    before: Option<u64>,
+    limit: Option<usize>,
+) -> Result<serde_json::Value, ApiError> {
     state.known_host(&host_id)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
     let store = state.fleet.store().clone();
-    let rows = blocking(move || store.reports(&host_id, query.before, limit))
+    let rows = blocking(move || store.reports(&host_id, before, limit))
         .await?
         .map_err(ApiError::internal)?;
     let reports: Vec<serde_json::Value> = rows
@@ -161,8 +173,7 @@ pub(super) async fn list_reports(
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|(seq, _)| *seq))
         .flatten();
-    let body = serde_json::json!({ "reports": reports, "next": next });
-    Ok(json_body(body.to_string().into_bytes()).into_response())
+    Ok(serde_json::json!({ "reports": reports, "next": next }))
 }
 
 /// `GET /hosts/{host_id}/reports/{seq}`: the exact signed bytes, the signature in

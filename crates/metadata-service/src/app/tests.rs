@@ -10,21 +10,21 @@ use integrity_common::report::{
 };
 use tower::ServiceExt;
 
-const ADMIN: &str = "admin:root:admin-secret-0123456789";
-const REPORT: &str = "report:agents:report-secret-0123456789";
-const READ: &str = "read:ops:read-secret-0123456789";
+pub(crate) const ADMIN: &str = "admin:root:admin-secret-0123456789";
+pub(crate) const REPORT: &str = "report:agents:report-secret-0123456789";
+pub(crate) const READ: &str = "read:ops:read-secret-0123456789";
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    state: Arc<AppState>,
-    image_sha: String,
+    pub state: Arc<AppState>,
+    pub image_sha: String,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     fixture_with(FleetConfig::default())
 }
 
-fn fixture_with(fleet: FleetConfig) -> Fixture {
+pub(crate) fn fixture_with(fleet: FleetConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(&dir.path().join("data"), 8 << 20).unwrap();
     let audit = crate::audit::Audit::open(&dir.path().join("data")).unwrap();
@@ -44,11 +44,11 @@ fn fixture_with(fleet: FleetConfig) -> Fixture {
     }
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {}", crate::auth::secret_of(token))
 }
 
-async fn call(
+pub(crate) async fn call(
     state: &Arc<AppState>,
     method: &str,
     uri: &str,
@@ -79,11 +79,11 @@ async fn call(
     (status, headers, body)
 }
 
-fn json(body: &[u8]) -> serde_json::Value {
+pub(crate) fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap()
 }
 
-async fn with_baseline(mut fixture: Fixture) -> Fixture {
+pub(crate) async fn with_baseline(mut fixture: Fixture) -> Fixture {
     let doc = br#"{"image_id":"img-1","timestamp":"2026-12-01T00:00:00Z","entries":[]}"#.to_vec();
     let (status, _, body) = call(
         &fixture.state,
@@ -104,14 +104,14 @@ async fn with_baseline(mut fixture: Fixture) -> Fixture {
     fixture
 }
 
-struct TestHost {
-    id: String,
-    key: integrity_trust::SecretKey,
+pub(crate) struct TestHost {
+    pub id: String,
+    pub key: integrity_trust::SecretKey,
     public: String,
     _dir: tempfile::TempDir,
 }
 
-fn host(index: u32) -> TestHost {
+pub(crate) fn host(index: u32) -> TestHost {
     let dir = tempfile::tempdir().unwrap();
     let (sk, pk) = (dir.path().join("host.key"), dir.path().join("host.pub"));
     integrity_trust::keygen(&sk, &pk, None).unwrap();
@@ -124,7 +124,12 @@ fn host(index: u32) -> TestHost {
     }
 }
 
-fn report(host: &TestHost, sha: &str, seq: u64, anomalies: Vec<serde_json::Value>) -> HostReport {
+pub(crate) fn report(
+    host: &TestHost,
+    sha: &str,
+    seq: u64,
+    anomalies: Vec<serde_json::Value>,
+) -> HostReport {
     let summary = integrity_common::DriftSummary {
         modified: anomalies.len() as u64,
         ..Default::default()
@@ -156,12 +161,12 @@ fn report(host: &TestHost, sha: &str, seq: u64, anomalies: Vec<serde_json::Value
     }
 }
 
-fn modified(path: &str, sha: &str) -> serde_json::Value {
+pub(crate) fn modified(path: &str, sha: &str) -> serde_json::Value {
     serde_json::json!({"anomaly":"modified","path":path,"changed":["sha256"],
         "baseline":{"path":path,"sha256":"00"},"current":{"path":path,"sha256":sha}})
 }
 
-async fn post_report(
+pub(crate) async fn post_report(
     state: &Arc<AppState>,
     host: &TestHost,
     signer: &integrity_trust::SecretKey,

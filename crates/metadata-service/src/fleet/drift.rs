@@ -28,6 +28,20 @@ impl GroupKey {
         }
     }
 
+    /// A short stable id (16 hex digits of a SHA-256 over the key), for the pages' URLs.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in [&self.path, &self.anomaly, &self.current] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.finalize()[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     pub fn of_accept(accept: &Accept) -> GroupKey {
         GroupKey {
             path: accept.path.clone(),

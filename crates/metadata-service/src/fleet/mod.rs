@@ -8,8 +8,10 @@
 //! * `writer.rs` — the group commit all fleet writes go through.
 //! * `views.rs` — the JSON of `/fleet`, `/hosts`, `/drift`.
 //! * `admit.rs` — what `POST /reports` decides, in order.
+//! * `daily.rs` — each image's daily counts over the last 14 days, and their sampler.
 
 mod admit;
+pub mod daily;
 pub mod drift;
 pub mod host;
 pub mod views;
@@ -70,6 +72,8 @@ pub struct FleetState {
     pub accepts: Accepts,
     /// Hosts whose first report is being committed (one at a time, as for known hosts).
     pub enrolling: std::collections::HashSet<String>,
+    /// Each image's counts per day, the last 14 days.
+    pub daily: daily::Daily,
 }
 
 pub struct Fleet {
@@ -95,7 +99,8 @@ pub fn now_ms() -> u64 {
 }
 
 impl Fleet {
-    /// Loads every host (and its latest report) and every accept from the store.
+    /// Loads every host (and its latest report), every accept and the last 14 days of
+    /// daily counts from the store.
     pub fn load(
         store: Arc<dyn Store>,
         audit: Option<Arc<Audit>>,
@@ -105,6 +110,8 @@ impl Fleet {
         for accept in store.accepts()? {
             state.accepts.insert(accept);
         }
+        let today = daily::day_of(now_secs());
+        state.daily = daily::Daily::new(store.daily(daily::first_day(today))?, today);
         let now = now_ms();
         for record in store.hosts()? {
             let latest = match store.report(&record.host_id, record.last_seq)? {

@@ -135,6 +135,7 @@ pub fn drift(state: &FleetState, image_id: Option<&str>, limit: usize) -> Value 
         .take(limit)
         .map(|(image, key, hosts)| {
             json!({
+                "id": key.id(),
                 "image_id": image,
                 "path": key.path,
                 "anomaly": key.anomaly,

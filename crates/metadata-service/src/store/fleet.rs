@@ -1,6 +1,6 @@
-//! What a store keeps of the fleet (REFERENCE §7): hosts, their signed reports and
-//! accepted drift, as plain values any backend can hold (the sled one is in
-//! `sled_fleet.rs`). The service derives everything else (status, drift groups) from
+//! What a store keeps of the fleet (REFERENCE §7): hosts, their signed reports,
+//! accepted drift and each image's daily counts, as plain values any backend can hold
+//! (the sled one is in `sled_fleet.rs`). The service derives everything else (status, drift groups) from
 //! these in memory (`crate::fleet`).
 
 use bytes::Bytes;
@@ -57,6 +57,19 @@ pub struct Accept {
     pub created_by: String,
 }
 
+/// One image's host counts on one day: the day's maximum of each count, as sampled
+/// (the overview's "drift over the last 14 days").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyRecord {
+    pub image_id: String,
+    /// Days since the Unix epoch, UTC.
+    pub day: u64,
+    pub hosts: u64,
+    pub drifted: u64,
+    pub failing: u64,
+    pub stale: u64,
+}
+
 /// One change to the fleet's stored state; [`super::Store::apply`] makes a batch of
 /// them durable at once (the service's group commit).
 #[derive(Debug, Clone)]
@@ -73,6 +86,8 @@ pub enum FleetWrite {
     Host(HostRecord),
     PutAccept(Accept),
     DeleteAccept(String),
+    /// An image's counts of a day, in place of any earlier record of that day.
+    Daily(DailyRecord),
 }
 
 /// A report's listing entry: its seq and stored form.

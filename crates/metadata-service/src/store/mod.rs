@@ -17,7 +17,7 @@ mod recover;
 mod sled;
 mod sled_fleet;
 
-pub use self::fleet::{Accept, FleetWrite, HostRecord, ReportRow, StoredReport};
+pub use self::fleet::{Accept, DailyRecord, FleetWrite, HostRecord, ReportRow, StoredReport};
 pub use self::sled::SledStore;
 
 use crate::ingest::{BaselineMeta, Encoding, Prepared};
@@ -141,4 +141,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     /// Every accept.
     fn accepts(&self) -> Result<Vec<Accept>, StoreError>;
+    /// The daily records of every image from `since_day` (days since the Unix epoch)
+    /// on, in any order.
+    fn daily(&self, since_day: u64) -> Result<Vec<DailyRecord>, StoreError>;
 }

@@ -24,10 +24,12 @@ pub struct SledStore {
     pub(super) db: sled::Db,
     pub(super) meta: sled::Tree,
     pub(super) signatures: sled::Tree,
-    /// The fleet (`sled_fleet.rs`): host records, reports by host and seq, accepts.
+    /// The fleet (`sled_fleet.rs`): host records, reports by host and seq, accepts,
+    /// daily counts by image and day.
     pub(super) hosts: sled::Tree,
     pub(super) reports: sled::Tree,
     pub(super) accepts: sled::Tree,
+    pub(super) daily: sled::Tree,
     /// The data directory (`index/`, `objects/`, `lost+found/`).
     pub(super) dir: PathBuf,
     pub(super) objects: PathBuf,
@@ -140,6 +142,7 @@ impl SledStore {
             hosts: db.open_tree("hosts")?,
             reports: db.open_tree("reports")?,
             accepts: db.open_tree("accepts")?,
+            daily: db.open_tree("daily")?,
             dir: dir.to_owned(),
             objects,
             db,
@@ -425,5 +428,9 @@ impl Store for SledStore {
 
     fn accepts(&self) -> Result<Vec<super::Accept>, StoreError> {
         self.fleet_accepts()
+    }
+
+    fn daily(&self, since_day: u64) -> Result<Vec<super::DailyRecord>, StoreError> {
+        self.fleet_daily(since_day)
     }
 }

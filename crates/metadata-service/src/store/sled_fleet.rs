@@ -1,17 +1,19 @@
-//! The fleet in the sled store: three trees beside the baseline index.
+//! The fleet in the sled store: four trees beside the baseline index.
 //!
 //! * `hosts`: host id → the host record as JSON.
 //! * `reports`: 16 bytes of host id + seq (big-endian, so a host's reports are one
 //!   ordered range) → received time (8 bytes), signature length (4 bytes), the
 //!   signature, then the report's exact bytes.
 //! * `accepts`: accept id → the accept as JSON.
+//! * `daily`: image id, a 0 byte, the day (8 bytes, big-endian) → the day's counts as
+//!   JSON (one ordered range per image).
 //!
 //! A batch of writes is one sled batch per tree followed by one flush: that is the
 //! service's group commit (one `fsync` for every report that arrived while the
 //! previous one ran).
 
 use super::sled::SledStore;
-use super::{Accept, FleetWrite, HostRecord, ReportRow, StoreError, StoredReport};
+use super::{Accept, DailyRecord, FleetWrite, HostRecord, ReportRow, StoreError, StoredReport};
 use bytes::Bytes;
 
 /// The key of a host's report: its id's 16 bytes, then the seq.
@@ -62,6 +64,21 @@ fn decode_report(value: &[u8]) -> Result<StoredReport, StoreError> {
     })
 }
 
+/// The key of an image's daily record: the id, a 0 byte (never in an image id), the day.
+fn daily_key(image_id: &str, day: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(image_id.len() + 9);
+    key.extend_from_slice(image_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&day.to_be_bytes());
+    key
+}
+
+/// The day of a daily record's key (its last 8 bytes).
+fn day_of(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[start..].try_into().ok()?))
+}
+
 fn seq_of(key: &[u8]) -> u64 {
     key.get(16..24)
         .and_then(|bytes| bytes.try_into().ok())
@@ -78,6 +95,7 @@ impl SledStore {
         // built (a batch does not scan).
         let mut pruned = Vec::new();
         let mut encoded = Vec::with_capacity(writes.len());
+        let mut days = Vec::new();
         for write in writes {
             match write {
                 FleetWrite::Report {
@@ -108,6 +126,9 @@ impl SledStore {
                 FleetWrite::DeleteAccept(id) => {
                     encoded.push((None, None, Some((id.clone(), None))))
                 }
+                FleetWrite::Daily(record) => {
+                    days.push((daily_key(&record.image_id, record.day), json(record)?))
+                }
             }
         }
         // One batch per tree, reports first: sled applies each batch atomically and
@@ -119,6 +140,7 @@ impl SledStore {
         let mut reports = sled::Batch::default();
         let mut hosts = sled::Batch::default();
         let mut accepts = sled::Batch::default();
+        let mut daily = sled::Batch::default();
         for key in &pruned {
             reports.remove(key.as_ref());
         }
@@ -135,9 +157,13 @@ impl SledStore {
                 None => {}
             }
         }
+        for (key, value) in days {
+            daily.insert(key, value);
+        }
         self.reports.apply_batch(reports)?;
         self.hosts.apply_batch(hosts)?;
         self.accepts.apply_batch(accepts)?;
+        self.daily.apply_batch(daily)?;
         self.db.flush()?;
         Ok(())
     }
@@ -222,6 +248,20 @@ impl SledStore {
             })
             .collect()
     }
+
+    pub(super) fn fleet_daily(&self, since_day: u64) -> Result<Vec<DailyRecord>, StoreError> {
+        // A few records per image and day kept: the whole tree is small, a scan is fine.
+        let mut records = Vec::new();
+        for entry in self.daily.iter() {
+            let (key, value) = entry?;
+            if day_of(&key).is_some_and(|day| day >= since_day) {
+                records.push(serde_json::from_slice(&value).map_err(|error| {
+                    StoreError(format!("a stored daily record is damaged: {error}"))
+                })?);
+            }
+        }
+        Ok(records)
+    }
 }
 
 #[cfg(test)]
@@ -248,5 +288,63 @@ mod tests {
         assert!(report_key(host, 2).unwrap() < report_key(host, 10).unwrap());
         assert_eq!(seq_of(&report_key(host, 77).unwrap()), 77);
         assert!(report_key("xyz", 1).is_err());
+    }
+
+    #[test]
+    fn daily_keys_end_with_their_day() {
+        let key = daily_key("img:1", 19_000);
+        assert_eq!(&key[..6], b"img:1\0");
+        assert_eq!(day_of(&key), Some(19_000));
+        assert!(daily_key("img", 2) < daily_key("img", 10));
+        assert_eq!(day_of(&[1, 2]), None);
+    }
+
+    #[test]
+    fn daily_records_are_replaced_by_day_and_survive_a_reopen() {
+        use super::super::Store;
+        let record = |image: &str, day, drifted| DailyRecord {
+            image_id: image.to_owned(),
+            day,
+            hosts: 10,
+            drifted,
+            failing: 1,
+            stale: 2,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store
+                .apply(&[
+                    FleetWrite::Daily(record("img-a", 100, 1)),
+                    FleetWrite::Daily(record("img-b", 101, 4)),
+                    FleetWrite::Daily(record("img-a", 101, 2)),
+                ])
+                .unwrap();
+            // The same image and day again, in one batch: the last one stays.
+            store
+                .apply(&[
+                    FleetWrite::Daily(record("img-a", 101, 3)),
+                    FleetWrite::Daily(record("img-a", 101, 5)),
+                ])
+                .unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut all = store.daily(0).unwrap();
+        all.sort_by(|a, b| (a.day, &a.image_id).cmp(&(b.day, &b.image_id)));
+        assert_eq!(
+            all,
+            vec![
+                record("img-a", 100, 1),
+                record("img-a", 101, 5),
+                record("img-b", 101, 4)
+            ]
+        );
+        let mut recent = store.daily(101).unwrap();
+        recent.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+        assert_eq!(
+            recent,
+            vec![record("img-a", 101, 5), record("img-b", 101, 4)]
+        );
+        assert!(store.daily(102).unwrap().is_empty());
     }
 }

@@ -1,0 +1,667 @@
+//! The pages that read: overview, image, drift group, host, accepts, audit. Each takes
+//! its data from the same functions as the JSON API (`app::hosts::hosts_page`,
+//! `host_detail`, `report_history`, `fleet::views`), then renders it.
+
+use super::chart;
+use super::layout::{count, csrf_field, page, problem, respond, text};
+use super::session::Session;
+use crate::app::{accepts, hosts, reports, AppState};
+use crate::auth::Scope;
+use crate::fleet::host::Status;
+use crate::fleet::{now_secs, views};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use http::StatusCode;
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Hosts per page of an image.
+pub const HOSTS_PER_PAGE: usize = 50;
+/// Drift groups shown on an image's page (the largest first).
+pub const GROUPS_PER_PAGE: usize = 100;
+/// Hosts listed on a drift group's page.
+pub const GROUP_HOSTS: usize = 1000;
+/// Reports in a host's history.
+pub const HISTORY: usize = 20;
+/// Audit records shown.
+pub const AUDIT: usize = 200;
+
+const KINDS: [(&str, &str); 4] = [
+    ("modified", "modified"),
+    ("metadata_changed", "metadata"),
+    ("added", "added"),
+    ("deleted", "deleted"),
+];
+
+fn is_admin(session: &Session) -> bool {
+    session.caller.scope == Scope::Admin
+}
+
+fn status_counts(counts: Option<&views::ImageCounts>) -> [(&'static str, u64); 4] {
+    Status::ALL.map(|status| {
+        (
+            status.as_str(),
+            counts
+                .and_then(|counts| counts.by_status.get(&status).copied())
+                .unwrap_or(0),
+        )
+    })
+}
+
+pub(super) async fn overview(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let baselines = state.baselines_signed().await;
+    let counts = state.image_counts();
+    let today = crate::fleet::daily::day_of(now_secs());
+    let series: Vec<_> = {
+        let fleet = state.fleet.state();
+        counts
+            .keys()
+            .map(|image| fleet.daily.series(image, today))
+            .collect()
+    };
+    let body = html! {
+        @if counts.is_empty() {
+            p { "No baseline is stored and no host has reported yet." }
+        } @else {
+            table #images {
+                caption { "Images, their baselines and their hosts" }
+                thead { tr {
+                    th scope="col" { "Image" }
+                    th scope="col" { "Baseline" }
+                    th scope="col" { "Hosts" }
+                    @for status in Status::ALL { th scope="col" { (status.as_str()) } }
+                    th scope="col" { "Last report" }
+                    th scope="col" { "Drifted hosts, 14 days" }
+                } }
+                tbody {
+                    @for ((image, counts), series) in counts.iter().zip(&series) {
+                        @let statuses = status_counts(Some(counts));
+                        tr data-image=(image) {
+                            th scope="row" { a.image href={ "/ui/images/" (image) } { (image) } }
+                            td.baseline {
+                                @match baselines.iter().find(|(meta, _)| &meta.image_id == image) {
+                                    Some((meta, signed)) => {
+                                        (meta.timestamp) br;
+                                        (meta.entries) " entries, "
+                                        @if *signed { "signed" } @else { span.warn { "unsigned" } }
+                                    }
+                                    None => { span.warn { "no baseline" } }
+                                }
+                            }
+                            td { (chart::status_bar(statuses)) }
+                            @for (status, n) in statuses { td class=(status) { (n) } }
+                            td { (counts.last_report.as_deref().unwrap_or("never")) }
+                            td { (chart::drift_chart(series, today)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page("Images", Some(&session), body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ImageQuery {
+    status: Option<String>,
+    after: Option<String>,
+}
+
+fn image_id(path: Result<Path<String>, PathRejection>) -> Result<String, String> {
+    let Path(id) = path.map_err(|rejection| rejection.body_text())?;
+    integrity_common::validate_image_id(&id).map_err(|why| why.to_string())?;
+    Ok(id)
+}
+
+pub(super) async fn image(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ImageQuery>, QueryRejection>,
+) -> Response {
+    let image = match image_id(path) {
+        Ok(image) => image,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, Some(&session), &why),
+    };
+    let Ok(Query(query)) = query else {
+        return problem(StatusCode::BAD_REQUEST, Some(&session), "bad query");
+    };
+    let counts = state.image_counts();
+    let Some(image_counts) = counts.get(&image) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "No baseline and no host for this image.",
+        );
+    };
+    let status = query.status.filter(|status| !status.is_empty());
+    let listing = hosts::hosts_page(
+        &state,
+        &hosts::HostsQuery {
+            image_id: Some(image.clone()),
+            status: status.clone(),
+            limit: Some(HOSTS_PER_PAGE),
+            after: query.after.clone(),
+        },
+    );
+    let listing = match listing {
+        Ok(listing) => listing,
+        Err(error) => return problem(error.status, Some(&session), &error.detail),
+    };
+    let drift = views::drift(&state.fleet.state(), Some(&image), usize::MAX);
+    let groups = drift["groups"].as_array().cloned().unwrap_or_default();
+    let statuses = status_counts(Some(image_counts));
+    let admin = is_admin(&session);
+    let back = format!("/ui/images/{image}");
+    let body = html! {
+        section #counts aria-label="Hosts by status" {
+            (chart::status_bar(statuses))
+            ul.counts {
+                @for (name, n) in statuses {
+                    li data-status=(name) { span.count { (n) } " " (name) }
+                }
+            }
+        }
+        section {
+            h2 { "Hosts" }
+            form #filter method="get" action=(back) {
+                label for="status" { "Status" }
+                select #status name="status" {
+                    option value="" selected[status.is_none()] { "all" }
+                    @for each in Status::ALL {
+                        option value=(each.as_str()) selected[status.as_deref() == Some(each.as_str())] {
+                            (each.as_str())
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            (host_table("hosts", listing["hosts"].as_array().map_or(&[][..], |hosts| hosts)))
+            @if let Some(next) = listing["next"].as_str() {
+                @let href = match &status {
+                    Some(status) => format!("{back}?status={status}&after={next}"),
+                    None => format!("{back}?after={next}"),
+                };
+                p { a #next href=(href) rel="next" { "Next " (HOSTS_PER_PAGE) " hosts" } }
+            }
+        }
+        section {
+            h2 { "Drift groups" }
+            p.hint { "The same finding on several hosts of this image is one group." }
+            @if groups.is_empty() {
+                p { "No drift." }
+            } @else {
+                @if groups.len() > GROUPS_PER_PAGE {
+                    p { "The " (GROUPS_PER_PAGE) " largest of " (groups.len()) " groups." }
+                }
+                table #drift {
+                    thead { tr {
+                        th scope="col" { "Path" }
+                        th scope="col" { "Finding" }
+                        th scope="col" { "Now" }
+                        th scope="col" { "Hosts" }
+                        th scope="col" { "Accepted" }
+                        @if admin { th scope="col" { "Action" } }
+                    } }
+                    tbody {
+                        @for group in groups.iter().take(GROUPS_PER_PAGE) {
+                            @let id = group["id"].as_str().unwrap_or_default();
+                            @let accepted = !group["accepted"].is_null();
+                            tr.group data-group=(id) {
+                                td.path { a.group href={ (back) "/drift/" (id) } { (text(&group["path"])) } }
+                                td.anomaly { (text(&group["anomaly"])) }
+                                td.current { (current_text(&group["current"])) }
+                                td.hosts { (count(group, "hosts")) }
+                                td.accepted { @if accepted { "yes" } @else { "no" } }
+                                @if admin {
+                                    td { @if !accepted {
+                                        (accept_form(&session, "accept-group", &image, None, group, &back,
+                                            "Accept for all hosts"))
+                                    } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(
+        StatusCode::OK,
+        page(&format!("Image {image}"), Some(&session), body),
+    )
+}
+
+/// A table of hosts (`views::host` values).
+fn host_table(id: &str, hosts: &[Value]) -> Markup {
+    html! {
+        @if hosts.is_empty() {
+            p { "No host." }
+        } @else {
+            table id=(id) {
+                thead { tr {
+                    th scope="col" { "Host" }
+                    th scope="col" { "Status" }
+                    th scope="col" { "Hostname" }
+                    th scope="col" { "Last seen" }
+                    @for (_, label) in KINDS { th scope="col" { (label) } }
+                    th scope="col" { "Agent" }
+                    th scope="col" { "Gaps" }
+                } }
+                tbody {
+                    @for host in hosts {
+                        @let host_id = host["host_id"].as_str().unwrap_or_default();
+                        tr data-host=(host_id) {
+                            td { a.host href={ "/ui/hosts/" (host_id) } { code { (host_id) } } }
+                            td.status { span class={ "st st-" (text(&host["status"])) } { (text(&host["status"])) } }
+                            td { (text(&host["hostname"])) }
+                            td { (text(&host["last_seen"])) }
+                            @for (kind, _) in KINDS { td.num { (count(&host["summary"], kind)) } }
+                            td { (text(&host["agent_version"])) }
+                            td.num { (host["gaps"].as_array().map_or(0, Vec::len)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A finding's current values, short: `mode=0o666, uid=0`.
+fn current_text(current: &Value) -> String {
+    match current {
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(name, value)| format!("{name}={}", short(value)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Null => "(gone)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = text(value);
+    if text.chars().count() > 16 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        format!("{}…", &text[..12])
+    } else {
+        text
+    }
+}
+
+/// "mode 0o644 → 0o666" for each changed field of a finding.
+fn change_text(finding: &Value) -> String {
+    let fields: Vec<String> = match finding["changed"].as_array() {
+        Some(changed) if !changed.is_empty() => changed
+            .iter()
+            .filter_map(|field| field.as_str())
+            .map(str::to_owned)
+            .collect(),
+        _ => {
+            let mut names: Vec<String> = finding["current"]
+                .as_object()
+                .into_iter()
+                .chain(finding["baseline"].as_object())
+                .flat_map(|fields| fields.keys().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+    };
+    fields
+        .iter()
+        .map(|field| {
+            format!(
+                "{field} {} → {}",
+                short(&finding["baseline"][field.as_str()]),
+                short(&finding["current"][field.as_str()])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The form that accepts a finding (for one host, or every host of the image).
+fn accept_form(
+    session: &Session,
+    class: &str,
+    image: &str,
+    host: Option<&str>,
+    finding: &Value,
+    back: &str,
+    label: &str,
+) -> Markup {
+    let current = integrity_common::report::canonical_current(&finding["current"]);
+    html! {
+        form class=(class) method="post" action="/ui/accepts" {
+            (csrf_field(session))
+            input type="hidden" name="image_id" value=(image);
+            input type="hidden" name="host_id" value=(host.unwrap_or(""));
+            input type="hidden" name="path" value=(text(&finding["path"]));
+            input type="hidden" name="anomaly" value=(text(&finding["anomaly"]));
+            input type="hidden" name="current" value=(current);
+            input type="hidden" name="back" value=(back);
+            button.accept type="submit" { (label) }
+        }
+    }
+}
+
+pub(super) async fn group(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let Ok(Path((image, group_id))) = path else {
+        return problem(StatusCode::BAD_REQUEST, Some(&session), "bad path");
+    };
+    if let Err(why) = integrity_common::validate_image_id(&image) {
+        return problem(StatusCode::BAD_REQUEST, Some(&session), &why.to_string());
+    }
+    let now = now_secs();
+    let stale_after = state.fleet.config.stale_after.as_secs();
+    let found = {
+        let fleet = state.fleet.state();
+        fleet
+            .drift
+            .groups(Some(&image))
+            .into_iter()
+            .find(|(_, key, _)| key.id() == group_id)
+            .map(|(_, key, members)| {
+                let hosts: Vec<Value> = members
+                    .iter()
+                    .take(GROUP_HOSTS)
+                    .filter_map(|host_id| fleet.hosts.get(host_id))
+                    .map(|host| views::host(host, &fleet, now, stale_after))
+                    .collect();
+                (key.clone(), members.len(), hosts)
+            })
+    };
+    let Some((key, total, hosts)) = found else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "No such drift group (it may have gone: hosts reported again).",
+        );
+    };
+    let current: Value = serde_json::from_str(&key.current).unwrap_or(Value::Null);
+    let body = html! {
+        dl.facts {
+            dt { "Image" } dd { a href={ "/ui/images/" (image) } { (image) } }
+            dt { "Path" } dd.path { code { (key.path) } }
+            dt { "Finding" } dd { (key.anomaly) }
+            dt { "Now" } dd { (current_text(&current)) }
+            dt { "Hosts" } dd { (total) }
+        }
+        @if total > hosts.len() { p { "The first " (hosts.len()) " of " (total) " hosts." } }
+        (host_table("group-hosts", &hosts))
+    };
+    respond(StatusCode::OK, page("Drift group", Some(&session), body))
+}
+
+pub(super) async fn host(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(host_id)) = path else {
+        return problem(StatusCode::BAD_REQUEST, Some(&session), "bad host id");
+    };
+    if let Err(why) = integrity_common::report::validate_host_id(&host_id) {
+        return problem(StatusCode::BAD_REQUEST, Some(&session), &why.to_string());
+    }
+    let detail = match hosts::host_detail(&state, host_id.clone()).await {
+        Ok(detail) => detail,
+        Err(error) => return problem(error.status, Some(&session), &error.detail),
+    };
+    let history = reports::report_history(&state, host_id.clone(), None, Some(HISTORY))
+        .await
+        .unwrap_or_default();
+    let image = detail["image_id"].as_str().unwrap_or_default().to_owned();
+    let latest = &detail["latest"];
+    let findings = latest["anomalies"].as_array().map_or(&[][..], |all| all);
+    let admin = is_admin(&session);
+    let back = format!("/ui/hosts/{host_id}");
+    let status = text(&detail["status"]);
+    let body = html! {
+        p { "Status: " strong #status class={ "st st-" (status) } { (status) } }
+        @if let Some(error) = latest["error"].as_str() {
+            p.error { "The latest check could not run: " (error) }
+        }
+        dl #identity .facts {
+            dt { "Host id" } dd { code { (host_id) } }
+            dt { "Hostname" } dd { (text(&detail["hostname"])) }
+            dt { "Image" } dd { a href={ "/ui/images/" (image) } { (image) } }
+            dt { "Key fingerprint" } dd { code { (text(&detail["key_fingerprint"])) } }
+            dt { "Enrolled" } dd { (text(&detail["enrolled"])) }
+            dt { "First seen" } dd { (text(&detail["first_seen"])) }
+            dt { "Last seen" } dd { (text(&detail["last_seen"])) }
+            dt { "Last seq" } dd { (text(&detail["last_seq"])) }
+            dt { "Agent" } dd { (text(&detail["agent_version"])) ", " (text(&detail["mode"])) " check" }
+            dt { "Gaps" } dd #gaps {
+                @match detail["gaps"].as_array() {
+                    Some(gaps) if !gaps.is_empty() => {
+                        @for gap in gaps { span.gap { (text(&gap[0])) "–" (text(&gap[1])) } " " }
+                    }
+                    _ => { "none" }
+                }
+            }
+            dt { "Reports dropped by its spool" } dd { (text(&detail["spool_dropped"])) }
+        }
+        section {
+            h2 { "Findings of the latest report" }
+            @if findings.is_empty() {
+                p { "None." }
+            } @else {
+                @if count(latest, "truncated") > 0 {
+                    p { (count(latest, "truncated")) " more findings were not sent (the report's limit)." }
+                }
+                table #findings {
+                    thead { tr {
+                        th scope="col" { "Path" }
+                        th scope="col" { "Finding" }
+                        th scope="col" { "Change" }
+                        th scope="col" { "Accepted" }
+                        @if admin { th scope="col" { "Action" } }
+                    } }
+                    tbody {
+                        @for finding in findings {
+                            @let accepted = !finding["accepted"].is_null();
+                            tr.finding {
+                                td.path { code { (text(&finding["path"])) } }
+                                td.anomaly { (text(&finding["anomaly"])) }
+                                td.change { (change_text(finding)) }
+                                td.accepted { @if accepted { "yes" } @else { "no" } }
+                                @if admin {
+                                    td { @if !accepted {
+                                        (accept_form(&session, "accept-finding", &image, Some(&host_id),
+                                            finding, &back, "Accept"))
+                                    } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Reports" }
+            table #history {
+                thead { tr {
+                    th scope="col" { "Seq" }
+                    th scope="col" { "Finished" }
+                    th scope="col" { "Mode" }
+                    @for (_, label) in KINDS { th scope="col" { (label) } }
+                    th scope="col" { "Error" }
+                } }
+                tbody {
+                    @for report in history["reports"].as_array().map_or(&[][..], |all| all) {
+                        tr {
+                            td.num { (text(&report["seq"])) }
+                            td { (text(&report["finished"])) }
+                            td { (text(&report["mode"])) }
+                            @for (kind, _) in KINDS { td.num { (count(&report["summary"], kind)) } }
+                            td { @if !report["error"].is_null() { (text(&report["error"])) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(
+        StatusCode::OK,
+        page(
+            &format!("Host {}", text(&detail["hostname"])),
+            Some(&session),
+            body,
+        ),
+    )
+}
+
+pub(super) async fn accepts(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    if !is_admin(&session) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "This needs an admin token.",
+        );
+    }
+    let list = accepts::accepts(&state, None);
+    let body = html! {
+        @if list.is_empty() {
+            p { "Nothing is accepted." }
+        } @else {
+            table #accepts {
+                thead { tr {
+                    th scope="col" { "Image" }
+                    th scope="col" { "Host" }
+                    th scope="col" { "Path" }
+                    th scope="col" { "Finding" }
+                    th scope="col" { "Values" }
+                    th scope="col" { "Comment" }
+                    th scope="col" { "By, when" }
+                    th scope="col" { "Action" }
+                } }
+                tbody {
+                    @for accept in &list {
+                        tr data-accept=(accept.id) {
+                            td { a href={ "/ui/images/" (accept.image_id) } { (accept.image_id) } }
+                            td { @match &accept.host_id {
+                                Some(host) => { a href={ "/ui/hosts/" (host) } { code { (host) } } }
+                                None => { "every host" }
+                            } }
+                            td.path { code { (accept.path) } }
+                            td { (accept.anomaly) }
+                            td { (current_text(&accept.current)) }
+                            td { (accept.comment) }
+                            td { (accept.created_by.strip_prefix("name:").unwrap_or(&accept.created_by)) ", " (accept.created) }
+                            td {
+                                form.revoke method="post" action={ "/ui/accepts/" (accept.id) "/revoke" } {
+                                    (csrf_field(&session))
+                                    button.revoke type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page("Accepted drift", Some(&session), body))
+}
+
+pub(super) async fn audit(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    if !is_admin(&session) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "This needs an admin token.",
+        );
+    }
+    let Some(audit) = state.fleet.audit.clone() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "This service keeps no audit log.",
+        );
+    };
+    let worker = audit.clone();
+    let checked = tokio::task::spawn_blocking(move || (worker.verify(), worker.tail(AUDIT))).await;
+    let (verdict, records) = match checked {
+        Ok((verdict, Ok(records))) => (verdict, records),
+        Ok((_, Err(error))) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&session),
+                &format!("{error:#}"),
+            )
+        }
+        Err(error) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&session),
+                &error.to_string(),
+            )
+        }
+    };
+    let body = html! {
+        p #verification {
+            @match &verdict {
+                Ok(verdict) => @match &verdict.problem {
+                    None => { span.st.st-clean { "intact" } ": " (verdict.records) " records, their chain and MACs check with the initial key kept on this host" }
+                    Some((_, line, what)) => { span.st.st-drifted { "broken" } ": line " (line) ": " (what) }
+                },
+                Err(error) => { span.st.st-failing { "not checked" } ": " (format!("{error:#}")) }
+            }
+        }
+        p.hint { "A copy of the initial key kept off this host proves more: bulletproofctl log verify." }
+        table #audit {
+            thead { tr {
+                th scope="col" { "Seq" }
+                th scope="col" { "Time" }
+                th scope="col" { "Event" }
+                th scope="col" { "What" }
+            } }
+            tbody {
+                @for record in &records {
+                    tr {
+                        td.num { (text(&record["seq"])) }
+                        td { (text(&record["ts"])) }
+                        td { (text(&record["event"])) }
+                        td { (text(&record["msg"])) }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page("Audit", Some(&session), body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_read_old_to_new() {
+        let finding = json!({"path": "/etc/x", "anomaly": "metadata_changed", "changed": ["mode"],
+            "baseline": {"mode": "0644"}, "current": {"mode": "0666"}});
+        assert_eq!(change_text(&finding), "mode 0644 → 0666");
+        let digest = "ab".repeat(32);
+        assert_eq!(short(&json!(digest)), format!("{}…", &digest[..12]));
+        assert_eq!(current_text(&Value::Null), "(gone)");
+    }
+}

@@ -1,0 +1,226 @@
+//! Sessions of the pages (REFERENCE §7, "Pages"): a `read` or `admin` token is given
+//! once at login and never again; the browser holds only a random session id in an
+//! HttpOnly, SameSite=Strict cookie (Secure under TLS), which expires. Each session
+//! has its own CSRF token, carried by every form that changes something.
+//!
+//! Sessions live in memory (a restart logs everyone out) and are bounded: at most
+//! [`MAX_SESSIONS`]; when full, expired ones go first, then the oldest.
+
+use crate::auth::Caller;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The cookie's name.
+pub const COOKIE: &str = "bp_session";
+/// How long a session lasts after login.
+pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at most.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// One logged-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub caller: Caller,
+    /// The token forms carry (hex).
+    pub csrf: String,
+    expires: Instant,
+    created: Instant,
+}
+
+/// Every session, by the SHA-256 of its id (a memory dump shows no usable cookie).
+#[derive(Default)]
+pub struct Sessions {
+    by_digest: Mutex<HashMap<[u8; 32], Session>>,
+    /// Cookies get `Secure` (the service serves TLS).
+    secure: AtomicBool,
+}
+
+/// 32 random bytes as hex, from the kernel.
+pub fn random_hex() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn digest(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+impl Sessions {
+    pub fn set_secure(&self, secure: bool) {
+        self.secure.store(secure, Ordering::Relaxed);
+    }
+
+    /// Starts a session for `caller`: its id (for the cookie) and the session.
+    pub fn start(&self, caller: Caller) -> std::io::Result<(String, Session)> {
+        let id = random_hex()?;
+        let now = Instant::now();
+        let session = Session {
+            caller,
+            csrf: random_hex()?,
+            expires: now + LIFETIME,
+            created: now,
+        };
+        let mut sessions = self.lock();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, session| session.expires > now);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, session)| session.created)
+                .map(|(key, _)| *key)
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(digest(&id), session.clone());
+        Ok((id, session))
+    }
+
+    /// The live session of a request's cookie header, if any.
+    pub fn find(&self, headers: &http::HeaderMap) -> Option<Session> {
+        let id = cookie_value(headers)?;
+        let key = digest(id);
+        let mut sessions = self.lock();
+        match sessions.get(&key) {
+            Some(session) if session.expires > Instant::now() => Some(session.clone()),
+            Some(_) => {
+                sessions.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends the session of a request's cookie.
+    pub fn end(&self, headers: &http::HeaderMap) {
+        if let Some(id) = cookie_value(headers) {
+            self.lock().remove(&digest(id));
+        }
+    }
+
+    /// The `Set-Cookie` value for a new session.
+    pub fn cookie(&self, id: &str) -> String {
+        format!(
+            "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            LIFETIME.as_secs(),
+            self.secure_attribute()
+        )
+    }
+
+    /// The `Set-Cookie` value that removes the cookie.
+    pub fn removal(&self) -> String {
+        format!(
+            "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            self.secure_attribute()
+        )
+    }
+
+    fn secure_attribute(&self) -> &'static str {
+        if self.secure.load(Ordering::Relaxed) {
+            "; Secure"
+        } else {
+            ""
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.by_digest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Session {
+    /// Whether a form's CSRF token is this session's (compared in constant time).
+    pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|presented| {
+            presented.len() == self.csrf.len()
+                && bool::from(presented.as_bytes().ct_eq(self.csrf.as_bytes()))
+        })
+    }
+}
+
+/// Our cookie's value in a request (the first one of that name).
+fn cookie_value(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+        .filter(|value| value.len() == 64 && value.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Scope;
+
+    fn caller() -> Caller {
+        Caller {
+            scope: Scope::Read,
+            id: "name:ops".into(),
+        }
+    }
+
+    fn with_cookie(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_cookie_and_ended() {
+        let sessions = Sessions::default();
+        let (id, session) = sessions.start(caller()).unwrap();
+        let headers = with_cookie(&format!("other=1; {COOKIE}={id}"));
+        assert_eq!(sessions.find(&headers).unwrap().csrf, session.csrf);
+        assert!(sessions
+            .find(&with_cookie(&format!("{COOKIE}={}", "0".repeat(64))))
+            .is_none());
+        assert!(sessions
+            .find(&with_cookie(&format!("{COOKIE}=short")))
+            .is_none());
+        sessions.end(&headers);
+        assert!(sessions.find(&headers).is_none());
+    }
+
+    #[test]
+    fn csrf_must_match_exactly() {
+        let sessions = Sessions::default();
+        let (_, session) = sessions.start(caller()).unwrap();
+        assert!(session.csrf_matches(Some(&session.csrf.clone())));
+        assert!(!session.csrf_matches(None));
+        assert!(!session.csrf_matches(Some("")));
+        assert!(!session.csrf_matches(Some(&session.csrf[1..])));
+    }
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_under_tls() {
+        let sessions = Sessions::default();
+        let plain = sessions.cookie("abc");
+        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
+        assert!(!plain.contains("Secure"));
+        sessions.set_secure(true);
+        assert!(sessions.cookie("abc").ends_with("; Secure"));
+        assert!(sessions.removal().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let sessions = Sessions::default();
+        for _ in 0..MAX_SESSIONS + 5 {
+            sessions.start(caller()).unwrap();
+        }
+        assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+    }
+}
