@@ -392,12 +392,22 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
         .into_response())
 }
 
-async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {}", request.uri().path()))
+/// Under `/ui/` a refusal is a page (with the pages' headers), elsewhere JSON.
+fn refused(request: &Request, error: ApiError) -> Response {
+    if request.uri().path().starts_with("/ui") {
+        crate::ui::layout::problem(error.status, None, &error.detail)
+    } else {
+        error.into_response()
+    }
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::new(
+async fn not_found(request: Request) -> Response {
+    let error = ApiError::not_found(format!("no route for {}", request.uri().path()));
+    refused(&request, error)
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!(
@@ -405,7 +415,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.method(),
             request.uri().path()
         ),
-    )
+    );
+    refused(&request, error)
 }
 
 /// Timeout, metrics and the request log around every request. Only the method, the

@@ -7,9 +7,10 @@ use super::layout::{self, page, problem, respond};
 use super::session::Session;
 use crate::app::{accepts, AppState};
 use crate::auth::{AuthError, Caller, Scope, LOOPBACK};
+use crate::fleet::drift::GroupKey;
 use axum::extract::rejection::{FormRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::{Path, RawForm, State};
+use axum::response::Response;
 use axum::{Extension, Form};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use maud::{html, Markup};
@@ -89,7 +90,7 @@ pub(super) async fn login(
             return problem(StatusCode::INTERNAL_SERVER_ERROR, None, "no session");
         }
     };
-    with_cookie(Redirect::to("/ui/"), &state.sessions().cookie(&id))
+    with_cookie("/ui/", &state.sessions().cookie(&id))
 }
 
 #[derive(Deserialize)]
@@ -108,19 +109,18 @@ pub(super) async fn logout(
         return refused;
     }
     state.sessions().end(&headers);
-    with_cookie(Redirect::to("/ui/login"), &state.sessions().removal())
+    with_cookie("/ui/login", &state.sessions().removal())
 }
 
+/// An accept form names a finding by its id (`GroupKey::id`), never by the agent's
+/// text: the finding is looked up here, in the host's latest report or in the image's
+/// drift groups, so what is accepted is exactly what the page showed.
 #[derive(Deserialize)]
 pub(super) struct AcceptForm {
-    csrf: Option<String>,
     image_id: String,
     #[serde(default)]
     host_id: String,
-    path: String,
-    anomaly: String,
-    #[serde(default)]
-    current: String,
+    finding: String,
     #[serde(default)]
     comment: String,
     #[serde(default)]
@@ -131,51 +131,73 @@ pub(super) async fn accept(
     State(state): State<Arc<AppState>>,
     Extension(session): Extension<Session>,
     headers: HeaderMap,
-    form: Result<Form<AcceptForm>, FormRejection>,
+    RawForm(body): RawForm,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => {
-            // The CSRF check comes first even for a malformed form.
-            if let Some(refused) = refusal(&session, &headers, None, Scope::Admin) {
-                return refused;
-            }
+    // The CSRF token is checked before anything else of the form is looked at.
+    let csrf = serde_urlencoded::from_bytes::<CsrfForm>(&body)
+        .ok()
+        .and_then(|form| form.csrf);
+    if let Some(refused) = refusal(&session, &headers, csrf.as_deref(), Scope::Admin) {
+        return refused;
+    }
+    let form: AcceptForm = match serde_urlencoded::from_bytes(&body) {
+        Ok(form) => form,
+        Err(error) => {
             return problem(
                 StatusCode::BAD_REQUEST,
                 Some(&session),
-                &rejection.body_text(),
-            );
+                &format!("this form is incomplete or malformed: {error}"),
+            )
         }
     };
-    if let Some(refused) = refusal(&session, &headers, form.csrf.as_deref(), Scope::Admin) {
-        return refused;
-    }
-    let current = if form.current.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        match serde_json::from_str(&form.current) {
-            Ok(current) => current,
-            Err(error) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    Some(&session),
-                    &format!("current: {error}"),
-                )
-            }
-        }
+    let host = (!form.host_id.is_empty()).then_some(form.host_id);
+    let Some(key) = finding(&state, &form.image_id, host.as_deref(), &form.finding) else {
+        return problem(
+            StatusCode::CONFLICT,
+            Some(&session),
+            "This finding is no longer in the latest report (the host reported again). \
+             Reload the page.",
+        );
     };
     let new = accepts::NewAccept {
         image_id: form.image_id,
-        host_id: (!form.host_id.is_empty()).then_some(form.host_id),
-        path: form.path,
-        anomaly: form.anomaly,
-        current,
+        host_id: host,
+        path: key.path,
+        anomaly: key.anomaly,
+        current: serde_json::from_str(&key.current).unwrap_or(serde_json::Value::Null),
         comment: form.comment,
     };
     match accepts::create_accept(state, &session.caller, new).await {
-        Ok(_) => Redirect::to(back(&form.back)).into_response(),
+        Ok(_) => layout::redirect(back(&form.back)),
         Err(error) => problem(error.status, Some(&session), &error.detail),
     }
+}
+
+/// The finding `id` of a host's latest report (of image `image`), or of the image's
+/// drift groups when no host is named.
+fn finding(state: &AppState, image: &str, host: Option<&str>, id: &str) -> Option<GroupKey> {
+    let fleet = state.fleet.state();
+    let found = match host {
+        Some(host) => {
+            let host = fleet.hosts.get(host)?;
+            if host.record.image_id != image {
+                return None;
+            }
+            host.latest
+                .as_ref()?
+                .findings
+                .iter()
+                .find(|key| key.id() == id)
+                .map(|key| (**key).clone())
+        }
+        None => fleet
+            .drift
+            .groups(Some(image))
+            .into_iter()
+            .find(|(_, key, _)| key.id() == id)
+            .map(|(_, key, _)| key.clone()),
+    };
+    found
 }
 
 pub(super) async fn revoke(
@@ -193,7 +215,7 @@ pub(super) async fn revoke(
         return problem(StatusCode::BAD_REQUEST, Some(&session), "bad accept id");
     };
     match accepts::revoke_accept(state, &session.caller, id).await {
-        Ok(()) => Redirect::to("/ui/accepts").into_response(),
+        Ok(()) => layout::redirect("/ui/accepts"),
         Err(error) => problem(error.status, Some(&session), &error.detail),
     }
 }
@@ -252,9 +274,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// Where a form returns to: a page of ours, never another site.
 fn back(back: &str) -> &str {
     let local = back.starts_with("/ui/")
-        && !back.starts_with("//")
-        && !back.contains(['\\', '\r', '\n'])
-        && back.len() <= 2048;
+        && back.len() <= 2048
+        && back
+            .bytes()
+            .all(|byte| (0x21..=0x7e).contains(&byte) && byte != b'\\');
     if local {
         back
     } else {
@@ -262,13 +285,10 @@ fn back(back: &str) -> &str {
     }
 }
 
-fn with_cookie(redirect: Redirect, cookie: &str) -> Response {
-    let mut response = redirect.into_response();
+fn with_cookie(to: &str, cookie: &str) -> Response {
+    let mut response = layout::redirect(to);
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    for (name, value) in layout::headers().into_iter().skip(1) {
-        response.headers_mut().insert(name, value);
     }
     response
 }

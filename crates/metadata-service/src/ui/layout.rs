@@ -10,7 +10,9 @@ use http::StatusCode;
 use maud::{html, Markup, DOCTYPE};
 
 /// Headers of every page: no caching of what a session saw, nothing loaded or run from
-/// elsewhere (no script at all), never framed.
+/// elsewhere (no script at all), never framed. The referrer policy is `same-origin`,
+/// not `no-referrer`: under `no-referrer` browsers send `Origin: null` with every form,
+/// which the forms' origin check must refuse.
 pub fn headers() -> [(header::HeaderName, HeaderValue); 5] {
     [
         (
@@ -31,9 +33,18 @@ pub fn headers() -> [(header::HeaderName, HeaderValue); 5] {
         ),
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
     ]
+}
+
+/// `303 See Other` to one of our pages, with the pages' headers.
+pub fn redirect(to: &str) -> Response {
+    let mut response = axum::response::Redirect::to(to).into_response();
+    for (name, value) in headers().into_iter().skip(1) {
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
 /// A whole page with the given status.

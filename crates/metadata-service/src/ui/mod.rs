@@ -20,7 +20,7 @@ mod tests;
 use crate::app::AppState;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::{header, HeaderValue, Method, StatusCode};
@@ -47,7 +47,7 @@ const STYLE: &str = include_str!("style.css");
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let session = middleware::from_fn_with_state(state, with_session);
     let open = Router::new()
-        .route(ROUTES[0], get(|| async { Redirect::to("/ui/") }))
+        .route(ROUTES[0], get(|| async { layout::redirect("/ui/") }))
         .route(ROUTES[2], get(forms::login_page).post(forms::login))
         .route(ROUTES[4], get(style));
     let closed = Router::new()
@@ -76,7 +76,7 @@ async fn with_session(
             next.run(request).await
         }
         None if matches!(*request.method(), Method::GET | Method::HEAD) => {
-            Redirect::to("/ui/login").into_response()
+            layout::redirect("/ui/login")
         }
         None => layout::problem(
             StatusCode::FORBIDDEN,

@@ -7,6 +7,7 @@ use super::layout::{count, csrf_field, page, problem, respond, text};
 use super::session::Session;
 use crate::app::{accepts, hosts, reports, AppState};
 use crate::auth::Scope;
+use crate::fleet::drift::GroupKey;
 use crate::fleet::host::Status;
 use crate::fleet::{now_secs, views};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -29,6 +30,18 @@ pub const GROUP_HOSTS: usize = 1000;
 pub const HISTORY: usize = 20;
 /// Audit records shown.
 pub const AUDIT: usize = 200;
+/// Findings of the latest report shown on a host's page.
+pub const FINDINGS: usize = 200;
+/// Characters of one value shown (the JSON API has the whole text).
+pub const CLIP: usize = 300;
+
+/// `text` cut to [`CLIP`] characters, marked when cut.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(CLIP) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
 
 const KINDS: [(&str, &str); 4] = [
     ("modified", "modified"),
@@ -155,7 +168,11 @@ pub(super) async fn image(
         Ok(listing) => listing,
         Err(error) => return problem(error.status, Some(&session), &error.detail),
     };
-    let drift = views::drift(&state.fleet.state(), Some(&image), usize::MAX);
+    let (drift, total_groups) = {
+        let fleet = state.fleet.state();
+        let total = fleet.drift.groups(Some(&image)).len();
+        (views::drift(&fleet, Some(&image), GROUPS_PER_PAGE), total)
+    };
     let groups = drift["groups"].as_array().cloned().unwrap_or_default();
     let statuses = status_counts(Some(image_counts));
     let admin = is_admin(&session);
@@ -198,8 +215,8 @@ pub(super) async fn image(
             @if groups.is_empty() {
                 p { "No drift." }
             } @else {
-                @if groups.len() > GROUPS_PER_PAGE {
-                    p { "The " (GROUPS_PER_PAGE) " largest of " (groups.len()) " groups." }
+                @if total_groups > groups.len() {
+                    p { "The " (groups.len()) " largest of " (total_groups) " groups (all of them: GET /drift)." }
                 }
                 table #drift {
                     thead { tr {
@@ -211,18 +228,18 @@ pub(super) async fn image(
                         @if admin { th scope="col" { "Action" } }
                     } }
                     tbody {
-                        @for group in groups.iter().take(GROUPS_PER_PAGE) {
+                        @for group in &groups {
                             @let id = group["id"].as_str().unwrap_or_default();
                             @let accepted = !group["accepted"].is_null();
                             tr.group data-group=(id) {
-                                td.path { a.group href={ (back) "/drift/" (id) } { (text(&group["path"])) } }
+                                td.path { a.group href={ (back) "/drift/" (id) } { (clip(&text(&group["path"]))) } }
                                 td.anomaly { (text(&group["anomaly"])) }
-                                td.current { (current_text(&group["current"])) }
+                                td.current { (clip(&current_text(&group["current"]))) }
                                 td.hosts { (count(group, "hosts")) }
                                 td.accepted { @if accepted { "yes" } @else { "no" } }
                                 @if admin {
                                     td { @if !accepted {
-                                        (accept_form(&session, "accept-group", &image, None, group, &back,
+                                        (accept_form(&session, "accept-group", &image, None, id, &back,
                                             "Accept for all hosts"))
                                     } }
                                 }
@@ -261,10 +278,10 @@ fn host_table(id: &str, hosts: &[Value]) -> Markup {
                         tr data-host=(host_id) {
                             td { a.host href={ "/ui/hosts/" (host_id) } { code { (host_id) } } }
                             td.status { span class={ "st st-" (text(&host["status"])) } { (text(&host["status"])) } }
-                            td { (text(&host["hostname"])) }
+                            td { (clip(&text(&host["hostname"]))) }
                             td { (text(&host["last_seen"])) }
                             @for (kind, _) in KINDS { td.num { (count(&host["summary"], kind)) } }
-                            td { (text(&host["agent_version"])) }
+                            td { (clip(&text(&host["agent_version"]))) }
                             td.num { (host["gaps"].as_array().map_or(0, Vec::len)) }
                         }
                     }
@@ -279,11 +296,20 @@ fn current_text(current: &Value) -> String {
     match current {
         Value::Object(fields) => fields
             .iter()
-            .map(|(name, value)| format!("{name}={}", short(value)))
+            .filter(|(name, _)| name.as_str() != "path")
+            .map(|(name, value)| format!("{name}={}", field_text(name, value)))
             .collect::<Vec<_>>()
             .join(", "),
         Value::Null => "(gone)".to_owned(),
         other => other.to_string(),
+    }
+}
+
+/// A field's value as people read it: modes in octal, digests shortened.
+fn field_text(name: &str, value: &Value) -> String {
+    match (name, value.as_u64()) {
+        ("mode", Some(mode)) => format!("{mode:04o}"),
+        _ => short(value),
     }
 }
 
@@ -321,12 +347,23 @@ fn change_text(finding: &Value) -> String {
         .map(|field| {
             format!(
                 "{field} {} → {}",
-                short(&finding["baseline"][field.as_str()]),
-                short(&finding["current"][field.as_str()])
+                field_text(field, &finding["baseline"][field.as_str()]),
+                field_text(field, &finding["current"][field.as_str()])
             )
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The id of a finding (`GroupKey::id`): what an accept form names, so the finding is
+/// looked up on the server and the agent's text never travels back through a form.
+fn finding_id(finding: &Value) -> String {
+    GroupKey {
+        path: text(&finding["path"]),
+        anomaly: text(&finding["anomaly"]),
+        current: integrity_common::report::canonical_current(&finding["current"]),
+    }
+    .id()
 }
 
 /// The form that accepts a finding (for one host, or every host of the image).
@@ -335,19 +372,16 @@ fn accept_form(
     class: &str,
     image: &str,
     host: Option<&str>,
-    finding: &Value,
+    finding: &str,
     back: &str,
     label: &str,
 ) -> Markup {
-    let current = integrity_common::report::canonical_current(&finding["current"]);
     html! {
         form class=(class) method="post" action="/ui/accepts" {
             (csrf_field(session))
             input type="hidden" name="image_id" value=(image);
             input type="hidden" name="host_id" value=(host.unwrap_or(""));
-            input type="hidden" name="path" value=(text(&finding["path"]));
-            input type="hidden" name="anomaly" value=(text(&finding["anomaly"]));
-            input type="hidden" name="current" value=(current);
+            input type="hidden" name="finding" value=(finding);
             input type="hidden" name="back" value=(back);
             button.accept type="submit" { (label) }
         }
@@ -395,9 +429,9 @@ pub(super) async fn group(
     let body = html! {
         dl.facts {
             dt { "Image" } dd { a href={ "/ui/images/" (image) } { (image) } }
-            dt { "Path" } dd.path { code { (key.path) } }
+            dt { "Path" } dd.path { code { (clip(&key.path)) } }
             dt { "Finding" } dd { (key.anomaly) }
-            dt { "Now" } dd { (current_text(&current)) }
+            dt { "Now" } dd { (clip(&current_text(&current))) }
             dt { "Hosts" } dd { (total) }
         }
         @if total > hosts.len() { p { "The first " (hosts.len()) " of " (total) " hosts." } }
@@ -426,7 +460,8 @@ pub(super) async fn host(
         .unwrap_or_default();
     let image = detail["image_id"].as_str().unwrap_or_default().to_owned();
     let latest = &detail["latest"];
-    let findings = latest["anomalies"].as_array().map_or(&[][..], |all| all);
+    let all_findings = latest["anomalies"].as_array().map_or(&[][..], |all| all);
+    let findings = &all_findings[..all_findings.len().min(FINDINGS)];
     let admin = is_admin(&session);
     let back = format!("/ui/hosts/{host_id}");
     let status = text(&detail["status"]);
@@ -460,6 +495,9 @@ pub(super) async fn host(
             @if findings.is_empty() {
                 p { "None." }
             } @else {
+                @if all_findings.len() > findings.len() {
+                    p { "The first " (findings.len()) " of " (all_findings.len()) " findings (all of them: GET /hosts/" (host_id) ")." }
+                }
                 @if count(latest, "truncated") > 0 {
                     p { (count(latest, "truncated")) " more findings were not sent (the report's limit)." }
                 }
@@ -475,14 +513,14 @@ pub(super) async fn host(
                         @for finding in findings {
                             @let accepted = !finding["accepted"].is_null();
                             tr.finding {
-                                td.path { code { (text(&finding["path"])) } }
+                                td.path { code { (clip(&text(&finding["path"]))) } }
                                 td.anomaly { (text(&finding["anomaly"])) }
-                                td.change { (change_text(finding)) }
+                                td.change { (clip(&change_text(finding))) }
                                 td.accepted { @if accepted { "yes" } @else { "no" } }
                                 @if admin {
                                     td { @if !accepted {
                                         (accept_form(&session, "accept-finding", &image, Some(&host_id),
-                                            finding, &back, "Accept"))
+                                            &finding_id(finding), &back, "Accept"))
                                     } }
                                 }
                             }
@@ -560,10 +598,10 @@ pub(super) async fn accepts(
                                 Some(host) => { a href={ "/ui/hosts/" (host) } { code { (host) } } }
                                 None => { "every host" }
                             } }
-                            td.path { code { (accept.path) } }
+                            td.path { code { (clip(&accept.path)) } }
                             td { (accept.anomaly) }
-                            td { (current_text(&accept.current)) }
-                            td { (accept.comment) }
+                            td { (clip(&current_text(&accept.current))) }
+                            td { (clip(&accept.comment)) }
                             td { (accept.created_by.strip_prefix("name:").unwrap_or(&accept.created_by)) ", " (accept.created) }
                             td {
                                 form.revoke method="post" action={ "/ui/accepts/" (accept.id) "/revoke" } {
@@ -641,7 +679,7 @@ pub(super) async fn audit(
                         td.num { (text(&record["seq"])) }
                         td { (text(&record["ts"])) }
                         td { (text(&record["event"])) }
-                        td { (text(&record["msg"])) }
+                        td { (clip(&text(&record["msg"]))) }
                     }
                 }
             }
@@ -658,8 +696,17 @@ mod tests {
     #[test]
     fn changes_read_old_to_new() {
         let finding = json!({"path": "/etc/x", "anomaly": "metadata_changed", "changed": ["mode"],
-            "baseline": {"mode": "0644"}, "current": {"mode": "0666"}});
+            "baseline": {"mode": 420}, "current": {"mode": 438}});
         assert_eq!(change_text(&finding), "mode 0644 → 0666");
+        assert_eq!(
+            current_text(&json!({"path": "/etc/x", "mode": 493, "uid": 0})),
+            "mode=0755, uid=0"
+        );
+        assert_eq!(
+            clip(&"é".repeat(CLIP + 5)),
+            format!("{}…", "é".repeat(CLIP))
+        );
+        assert_eq!(clip("short"), "short");
         let digest = "ab".repeat(32);
         assert_eq!(short(&json!(digest)), format!("{}…", &digest[..12]));
         assert_eq!(current_text(&Value::Null), "(gone)");

@@ -20,6 +20,8 @@ pub const COOKIE: &str = "bp_session";
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Sessions kept at most.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one token kept at most (its oldest ends first).
+pub const MAX_PER_TOKEN: usize = 50;
 
 /// One logged-in browser.
 #[derive(Debug, Clone)]
@@ -67,6 +69,19 @@ impl Sessions {
             created: now,
         };
         let mut sessions = self.lock();
+        // One token's sessions are bounded on their own, so logging in again and again
+        // with one token (a read token, say) only ends that token's oldest sessions,
+        // never another token's.
+        let mine: Vec<([u8; 32], Instant)> = sessions
+            .iter()
+            .filter(|(_, other)| other.caller.id == session.caller.id)
+            .map(|(key, other)| (*key, other.created))
+            .collect();
+        if mine.len() >= MAX_PER_TOKEN {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, created)| *created) {
+                sessions.remove(oldest);
+            }
+        }
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, session| session.expires > now);
         }
@@ -216,10 +231,29 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_bounded() {
+    fn sessions_are_bounded_per_token_and_in_all() {
         let sessions = Sessions::default();
-        for _ in 0..MAX_SESSIONS + 5 {
+        let admin = Caller {
+            scope: Scope::Admin,
+            id: "name:root".into(),
+        };
+        let (admin_id, _) = sessions.start(admin).unwrap();
+        for _ in 0..MAX_PER_TOKEN * 3 {
             sessions.start(caller()).unwrap();
+        }
+        assert_eq!(sessions.lock().len(), MAX_PER_TOKEN + 1);
+        let headers = with_cookie(&format!("{COOKIE}={admin_id}"));
+        assert!(
+            sessions.find(&headers).is_some(),
+            "another token's session stays"
+        );
+        for index in 0..MAX_SESSIONS + 5 {
+            sessions
+                .start(Caller {
+                    scope: Scope::Read,
+                    id: format!("name:t{index}"),
+                })
+                .unwrap();
         }
         assert_eq!(sessions.lock().len(), MAX_SESSIONS);
     }

@@ -81,16 +81,16 @@ fn csrf(page: &str) -> String {
     page[start..start + 64].to_owned()
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
+/// The id of the `/etc/motd` finding the drifted host reports (what accept forms name).
+fn motd() -> String {
+    crate::fleet::drift::GroupKey {
+        path: "/etc/motd".into(),
+        anomaly: "modified".into(),
+        current: integrity_common::report::canonical_current(
+            &serde_json::json!({"path": "/etc/motd", "sha256": "ee"}),
+        ),
+    }
+    .id()
 }
 
 /// A service with a baseline, a clean host and a drifted one whose finding's path holds HTML.
@@ -241,7 +241,10 @@ async fn a_read_session_sees_every_page_it_may_and_no_buttons() {
         assert_eq!(status, expected, "{uri}");
     }
     // A read session with a right CSRF token still cannot accept.
-    let form = format!("csrf={csrf}&image_id=img-1&host_id=&path=%2Fetc%2Fmotd&anomaly=modified&current=&back=%2Fui%2F");
+    let form = format!(
+        "csrf={csrf}&image_id=img-1&host_id=&finding={}&back=%2Fui%2F",
+        motd()
+    );
     let (status, _) = post(&fixture, &cookie, "/ui/accepts", &form).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(crate::app::accepts::accepts(&fixture.state, None).is_empty());
@@ -259,10 +262,9 @@ async fn an_admin_accepts_and_revokes_with_csrf_and_logs_out() {
         "{page}"
     );
     let csrf = csrf(&page);
-    let current = r#"{"path":"/etc/motd","sha256":"ee"}"#;
     let fields = format!(
-        "image_id=img-1&host_id={drifted}&path=%2Fetc%2Fmotd&anomaly=modified&current={}&back=%2Fui%2Fhosts%2F{drifted}",
-        encode(current)
+        "image_id=img-1&host_id={drifted}&finding={}&back=%2Fui%2Fhosts%2F{drifted}",
+        motd()
     );
     // Forged: no CSRF token, a wrong one, another origin.
     let (status, _) = post(&fixture, &cookie, "/ui/accepts", &fields).await;
@@ -318,15 +320,27 @@ async fn an_admin_accepts_and_revokes_with_csrf_and_logs_out() {
         &fixture,
         &cookie,
         "/ui/accepts",
-        &format!("csrf={csrf}&image_id=img-1&path=%2Fx&anomaly=sleepy&back=%2Fui%2F"),
+        &format!("csrf={csrf}&image_id=img-1&back=%2Fui%2F"),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A finding the latest report no longer has (or never had) is not accepted.
+    let (status, _) = post(
+        &fixture,
+        &cookie,
+        "/ui/accepts",
+        &format!("csrf={csrf}&image_id=img-1&host_id={drifted}&finding=0000000000000000"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
     let (status, location) = post(
         &fixture,
         &cookie,
         "/ui/accepts",
-        &format!("csrf={csrf}&image_id=img-1&host_id=&path=%2Fetc%2Fmotd&anomaly=modified&current={}&back=https%3A%2F%2Fevil.example%2F", encode(current)),
+        &format!(
+            "csrf={csrf}&image_id=img-1&host_id=&finding={}&back=https%3A%2F%2Fevil.example%2F",
+            motd()
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
