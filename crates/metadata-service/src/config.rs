@@ -190,6 +190,12 @@ pub struct Cli {
     /// [default: 1100]
     #[arg(long, env = "METADATA_HOST_BURST", value_name = "N")]
     pub host_burst: Option<u32>,
+    /// The store: sled:DIR (the embedded default, as --data DIR) or a PostgreSQL URL
+    /// (postgres://…; the password from PGPASSWORD), which then holds baselines and the
+    /// fleet while --data still holds the audit log. One service per database for now:
+    /// replicas sharing one database come next
+    #[arg(long, env = "METADATA_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// The config file: the same keys as the long options.
@@ -222,6 +228,7 @@ pub struct FileConfig {
     pub report_max_anomalies: Option<usize>,
     pub max_clock_skew: Option<u64>,
     pub host_burst: Option<u32>,
+    pub store: Option<String>,
 }
 
 /// `report_retention = "30d"` in the config file.
@@ -252,6 +259,9 @@ pub struct Config {
     pub server: ServerLimits,
     pub fleet: FleetConfig,
     pub log_format: LogFormat,
+    /// A PostgreSQL URL: the store is there, not under `data` (see
+    /// [`crate::store::PgStore`]).
+    pub store: Option<String>,
     /// Warnings found while resolving (a secret file others may read), logged at start.
     pub warnings: Vec<String>,
 }
@@ -286,6 +296,7 @@ impl Config {
             server: ServerLimits::default(),
             fleet: FleetConfig::default(),
             log_format: LogFormat::Text,
+            store: None,
             warnings: Vec::new(),
         }
     }
@@ -427,14 +438,33 @@ impl Config {
             )?
             .min(u64::from(u32::MAX)) as u32,
         };
+        let mut store = cli.store.or(file.store);
+        // `sled:DIR` is the embedded store in DIR: `--data DIR`, spelled as a URL.
+        let mut sled_dir = None;
+        if let Some(url) = &store {
+            if let Some(dir) = url.strip_prefix("sled:") {
+                if dir.is_empty() {
+                    anyhow::bail!("--store sled:DIR needs a directory");
+                }
+                sled_dir = Some(PathBuf::from(dir));
+            } else if !crate::store::is_postgres_url(url) {
+                anyhow::bail!(
+                    "--store takes sled:DIR or a PostgreSQL URL (postgres://… or \
+                     postgresql://…); without it the store is sled under --data"
+                );
+            }
+        }
+        if sled_dir.is_some() {
+            store = None;
+        }
         Ok(Config {
             fleet,
             listen: cli
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            data: cli
-                .data
+            data: sled_dir
+                .or(cli.data)
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             tokens,
@@ -479,6 +509,7 @@ impl Config {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
+            store,
             warnings,
         })
     }

@@ -54,11 +54,26 @@ pub async fn run(
         None => None,
     };
     let started = std::time::Instant::now();
-    let data = config.data.clone();
-    let store =
-        tokio::task::spawn_blocking(move || SledStore::open(&data, SLED_CACHE_BYTES)).await??;
-    // What start-up rebuilt or moved to lost+found (each logged by the store already).
-    let recovery = store.recovery().clone();
+    // The store: PostgreSQL with --store, else sled under --data.
+    let (store, recovery): (Arc<dyn store::Store>, store::Recovery) = match &config.store {
+        Some(url) => {
+            let url = url.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                store::PgStore::open(&url, &store::PgOptions::default())
+            })
+            .await??;
+            (Arc::new(store), store::Recovery::default())
+        }
+        None => {
+            let data = config.data.clone();
+            let store =
+                tokio::task::spawn_blocking(move || SledStore::open(&data, SLED_CACHE_BYTES))
+                    .await??;
+            // What start-up rebuilt or moved to lost+found (each logged by the store).
+            let recovery = store.recovery().clone();
+            (Arc::new(store), recovery)
+        }
+    };
     let collector_keys = config
         .collector_keys
         .iter()
@@ -69,7 +84,6 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let data = config.data.clone();
     let audit = tokio::task::spawn_blocking(move || audit::Audit::open(&data)).await??;
-    let store: Arc<dyn store::Store> = Arc::new(store);
     let state = AppState::new(
         store,
         Tokens::new(&config.tokens),
@@ -90,6 +104,7 @@ pub async fn run(
         listen = %local,
         tls = tls.is_some(),
         data = %config.data.display(),
+        store = if config.store.is_some() { "postgres" } else { "sled" },
         baselines = state.baseline_count(),
         tokens = config.tokens.len(),
         collector_keys = config.collector_keys.len(),

@@ -10,14 +10,20 @@
 //! * `recover.rs` — what [`SledStore::open`] does with files no index entry names:
 //!   rebuild the entry from a body that proves itself, or move the file aside. Nothing
 //!   but temp files is ever deleted.
+//! * `postgres/` — [`PgStore`]: the same trait on PostgreSQL, for replicas sharing one
+//!   database (issue 20).
 
 mod fleet;
 mod lost_found;
+mod postgres;
 mod recover;
 mod sled;
 mod sled_fleet;
 
 pub use self::fleet::{Accept, DailyRecord, FleetWrite, HostRecord, ReportRow, StoredReport};
+pub use self::postgres::{
+    is_postgres_url, PgOptions, PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION,
+};
 pub use self::sled::SledStore;
 
 use crate::ingest::{BaselineMeta, Encoding, Prepared};
