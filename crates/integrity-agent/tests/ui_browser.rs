@@ -924,8 +924,9 @@ fn an_admin_accepts_drift_revokes_it_and_logs_out() {
             assert_eq!(cell(&row, "td.hosts").await, "1", "hosts of {path}");
             assert_eq!(cell(&row, "td.accepted").await, "no", "accepted of {path}");
             assert!(has(&row, "a.group").await, "a.group of {path}");
+            // One form around the table, a button per group naming it.
             assert!(
-                has(&row, "form.accept-group button.accept").await,
+                has(&row, "button.accept[name=finding]").await,
                 "an admin's accept of {path}"
             );
         }
@@ -1039,9 +1040,7 @@ fn an_admin_accepts_drift_revokes_it_and_logs_out() {
             let mut next = None;
             for row in b.all("table#drift tr.group").await {
                 if cell(&row, "td.accepted").await == "no" {
-                    if let Ok(button) = row
-                        .find(Locator::Css("form.accept-group button.accept"))
-                        .await
+                    if let Ok(button) = row.find(Locator::Css("button.accept[name=finding]")).await
                     {
                         next = Some((cell(&row, "td.path").await, button));
                         break;

@@ -218,34 +218,18 @@ pub(super) async fn image(
                 @if total_groups > groups.len() {
                     p { "The " (groups.len()) " largest of " (total_groups) " groups (all of them: GET /drift)." }
                 }
-                table #drift {
-                    thead { tr {
-                        th scope="col" { "Path" }
-                        th scope="col" { "Finding" }
-                        th scope="col" { "Now" }
-                        th scope="col" { "Hosts" }
-                        th scope="col" { "Accepted" }
-                        @if admin { th scope="col" { "Action" } }
-                    } }
-                    tbody {
-                        @for group in &groups {
-                            @let id = group["id"].as_str().unwrap_or_default();
-                            @let accepted = !group["accepted"].is_null();
-                            tr.group data-group=(id) {
-                                td.path { a.group href={ (back) "/drift/" (id) } { (clip(&text(&group["path"]))) } }
-                                td.anomaly { (text(&group["anomaly"])) }
-                                td.current { (clip(&current_text(&group["current"]))) }
-                                td.hosts { (count(group, "hosts")) }
-                                td.accepted { @if accepted { "yes" } @else { "no" } }
-                                @if admin {
-                                    td { @if !accepted {
-                                        (accept_form(&session, "accept-group", &image, None, id, &back,
-                                            "Accept for all hosts"))
-                                    } }
-                                }
-                            }
-                        }
+                @if admin {
+                    // One form for the table, each row's button naming its group: the
+                    // CSRF token once, not once per row (the page stays small).
+                    form.accept-group method="post" action="/ui/accepts" {
+                        (csrf_field(&session))
+                        input type="hidden" name="image_id" value=(image);
+                        input type="hidden" name="host_id" value="";
+                        input type="hidden" name="back" value=(back);
+                        (drift_table(&groups, &back, true))
                     }
+                } @else {
+                    (drift_table(&groups, &back, false))
                 }
             }
         }
@@ -254,6 +238,41 @@ pub(super) async fn image(
         StatusCode::OK,
         page(&format!("Image {image}"), Some(&session), body),
     )
+}
+
+/// An image's drift groups (`views::drift` values); with `accept`, a button per group
+/// not yet accepted, submitting the form around the table with the group's id.
+fn drift_table(groups: &[Value], back: &str, accept: bool) -> Markup {
+    html! {
+        table #drift {
+            thead { tr {
+                th scope="col" { "Path" }
+                th scope="col" { "Finding" }
+                th scope="col" { "Now" }
+                th scope="col" { "Hosts" }
+                th scope="col" { "Accepted" }
+                @if accept { th scope="col" { "Action" } }
+            } }
+            tbody {
+                @for group in groups {
+                    @let id = group["id"].as_str().unwrap_or_default();
+                    @let accepted = !group["accepted"].is_null();
+                    tr.group data-group=(id) {
+                        td.path { a.group href={ (back) "/drift/" (id) } { (clip(&text(&group["path"]))) } }
+                        td.anomaly { (text(&group["anomaly"])) }
+                        td.current { (clip(&current_text(&group["current"]))) }
+                        td.hosts { (count(group, "hosts")) }
+                        td.accepted { @if accepted { "yes" } @else { "no" } }
+                        @if accept {
+                            td { @if !accepted {
+                                button.accept type="submit" name="finding" value=(id) { "Accept for all hosts" }
+                            } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A table of hosts (`views::host` values).
