@@ -2,10 +2,11 @@
 //! pair made in memory), which of them drift and how, and their signed reports.
 //!
 //! Drift is reproducible: the drifted hosts are spread evenly over the indices (exactly
-//! `round(N × percent / 100)` of them), and each follows one of [`SCENARIOS`] fixed
-//! scenarios whose anomalies (paths and current values) are the same on every host
-//! that follows it. That is what the service's drift groups group: with the defaults,
-//! 100 groups (5 scenarios × 20 anomalies) of about N / 500 hosts each.
+//! `round(N × percent / 100)` of them), and each follows one of `--scenarios` fixed
+//! scenarios (default [`DEFAULT_SCENARIOS`]) whose anomalies (paths and current values)
+//! are the same on every host that follows it. That is what the service's drift groups
+//! group: with the defaults, 96 groups (5 scenarios × 20 anomalies, less the deletions
+//! a pair of scenarios shares) of about N / 500 hosts each; 27 scenarios make 514.
 
 use integrity_common::diff::DriftSummary;
 use integrity_common::digest::Sha256Digest;
@@ -17,9 +18,9 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Mutex;
 
-/// Drift scenarios: scenarios `2k` and `2k+1` change the same paths to different
-/// current values (so groups key on the values, not just the path).
-pub const SCENARIOS: usize = 5;
+/// Drift scenarios by default: scenarios `2k` and `2k+1` change the same paths to
+/// different current values (so groups key on the values, not just the path).
+pub const DEFAULT_SCENARIOS: usize = 5;
 
 /// What the simulated check compared against.
 #[derive(Debug, Clone)]
@@ -70,8 +71,15 @@ pub fn drift_rank(index: usize, percent: f64) -> Option<usize> {
     (after > before).then_some(before)
 }
 
-/// Makes `count` hosts (key pairs in parallel).
-pub fn make_hosts(count: usize, seed: u64, drift_percent: f64) -> anyhow::Result<Vec<Host>> {
+/// Makes `count` hosts (key pairs in parallel); the drifted ones follow the
+/// `scenarios` scenarios in turn.
+pub fn make_hosts(
+    count: usize,
+    seed: u64,
+    drift_percent: f64,
+    scenarios: usize,
+) -> anyhow::Result<Vec<Host>> {
+    let scenarios = scenarios.max(1);
     (0..count)
         .into_par_iter()
         .map(|index| {
@@ -86,7 +94,7 @@ pub fn make_hosts(count: usize, seed: u64, drift_percent: f64) -> anyhow::Result
                 hostname: format!("sim-{seed}-{index:06}"),
                 sk,
                 key_header: integrity_trust::to_header(&pub_text),
-                scenario: drift_rank(index, drift_percent).map(|rank| rank % SCENARIOS),
+                scenario: drift_rank(index, drift_percent).map(|rank| rank % scenarios),
                 state: Mutex::new(HostState {
                     next_seq: 1,
                     ..HostState::default()
@@ -153,9 +161,9 @@ pub fn scenario_anomalies(scenario: usize, count: usize) -> Vec<ReportAnomaly> {
 
 /// Drift groups the simulation makes: distinct (path, anomaly, current values) over
 /// the scenarios in use (scenarios `2k` and `2k+1` delete the same paths: one group).
-pub fn expected_groups(drifted: usize, anomalies: usize) -> usize {
+pub fn expected_groups(drifted: usize, anomalies: usize, scenarios: usize) -> usize {
     let mut groups = std::collections::HashSet::new();
-    for scenario in 0..SCENARIOS.min(drifted) {
+    for scenario in 0..scenarios.max(1).min(drifted) {
         for finding in scenario_anomalies(scenario, anomalies) {
             groups.insert((
                 finding.path,
@@ -258,7 +266,7 @@ mod tests {
 
     #[test]
     fn reports_parse_and_verify() {
-        let hosts = make_hosts(200, 7, 1.0).unwrap();
+        let hosts = make_hosts(200, 7, 1.0, DEFAULT_SCENARIOS).unwrap();
         let drifted: Vec<&Host> = hosts.iter().filter(|h| h.scenario.is_some()).collect();
         assert_eq!(drifted.len(), 2);
         for host in [&hosts[0], drifted[0]] {
@@ -287,6 +295,14 @@ mod tests {
     }
 
     #[test]
+    fn scenarios_are_followed_in_turn() {
+        let hosts = make_hosts(3000, 7, 1.0, 27).unwrap();
+        let scenarios: Vec<usize> = hosts.iter().filter_map(|h| h.scenario).collect();
+        assert_eq!(scenarios.len(), 30);
+        assert_eq!(scenarios, (0..30).map(|rank| rank % 27).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn drift_is_exact_and_repeats_across_hosts() {
         let drifted = (0..50_000)
             .filter(|&i| drift_rank(i, 1.0).is_some())
@@ -306,8 +322,13 @@ mod tests {
         assert_eq!(a[0].path, b[0].path);
         assert_ne!(a[0].current, b[0].current);
         assert_ne!(a[0].path, scenario_anomalies(2, 20)[0].path);
-        assert_eq!(expected_groups(3, 20), 58);
-        assert_eq!(expected_groups(500, 20), 96);
-        assert_eq!(expected_groups(0, 20), 0);
+        assert_eq!(expected_groups(3, 20, DEFAULT_SCENARIOS), 58);
+        assert_eq!(expected_groups(500, 20, DEFAULT_SCENARIOS), 96);
+        assert_eq!(expected_groups(0, 20, DEFAULT_SCENARIOS), 0);
+        // More scenarios: 38 groups a pair, 20 for a last odd one.
+        assert_eq!(expected_groups(500, 20, 26), 494);
+        assert_eq!(expected_groups(500, 20, 27), 514);
+        assert_eq!(expected_groups(10, 20, 27), 190);
+        assert_eq!(expected_groups(500, 20, 0), expected_groups(500, 20, 1));
     }
 }

@@ -4,6 +4,8 @@
 //! signed report (mostly clean; `--drift-percent` of the hosts carry `--anomalies`
 //! findings that repeat across hosts). `--rate R1,R2,…` instead runs an open-loop
 //! ingest ramp: reports only, R per second for `--duration` seconds each.
+//! `--duration 0` stops after the enrollment (to fill a store, e.g. for the pages'
+//! benchmark of issue 19), still verifying and timing the reads.
 //!
 //! At the end it checks what the service stored against what it acknowledged (lost =
 //! acknowledged but not stored), reads the service's RSS (`--service-pid`) and times
@@ -59,7 +61,8 @@ struct Cli {
     /// Seconds between two checks of a host (steady state)
     #[arg(long, default_value_t = 300)]
     interval: u64,
-    /// Seconds of steady state, or of each --rate step
+    /// Seconds of steady state, or of each --rate step; 0: enrollment only (no steady
+    /// state, no ramp)
     #[arg(long, default_value_t = 600)]
     duration: u64,
     /// Open-loop ingest instead of the interval: reports per second, one step per
@@ -75,6 +78,10 @@ struct Cli {
     /// Anomalies in a drifted host's report
     #[arg(long, default_value_t = 20)]
     anomalies: usize,
+    /// Drift scenarios the drifted hosts follow in turn (each its own anomalies, so
+    /// about scenarios × anomalies drift groups: 5 give 96, 27 give 514)
+    #[arg(long, default_value_t = hosts::DEFAULT_SCENARIOS)]
+    scenarios: usize,
     /// Seed of the host ids and of which hosts drift
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -734,8 +741,8 @@ async fn fetch_baseline(http: &Http, image_id: &str) -> Result<(Baseline, String
 }
 
 async fn run(cli: Cli) -> Result<Value> {
-    if cli.hosts == 0 || cli.connections == 0 || cli.interval == 0 {
-        bail!("--hosts, --connections and --interval must be at least 1");
+    if cli.hosts == 0 || cli.connections == 0 || cli.interval == 0 || cli.scenarios == 0 {
+        bail!("--hosts, --connections, --interval and --scenarios must be at least 1");
     }
     if cli
         .rate
@@ -771,15 +778,17 @@ async fn run(cli: Cli) -> Result<Value> {
     );
 
     let keygen = std::time::Instant::now();
-    let (count, seed, drift) = (cli.hosts, cli.seed, cli.drift_percent);
-    let hosts = tokio::task::spawn_blocking(move || hosts::make_hosts(count, seed, drift))
-        .await
-        .context("key generation")??;
+    let (count, seed, drift, scenarios) = (cli.hosts, cli.seed, cli.drift_percent, cli.scenarios);
+    let hosts =
+        tokio::task::spawn_blocking(move || hosts::make_hosts(count, seed, drift, scenarios))
+            .await
+            .context("key generation")??;
     let drifted = hosts.iter().filter(|h| h.scenario.is_some()).count();
     println!(
-        "fleet-sim: {} hosts ({drifted} drifted, {} anomalies each), keys made in {:.1} s",
+        "fleet-sim: {} hosts ({drifted} drifted, {} anomalies each, {} scenarios), keys made in {:.1} s",
         hosts.len(),
         cli.anomalies,
+        cli.scenarios,
         keygen.elapsed().as_secs_f64()
     );
 
@@ -820,7 +829,10 @@ async fn run(cli: Cli) -> Result<Value> {
         enroll(&sim, interval_secs, cli.service_pid).await
     };
     let rss_after_enroll = cli.service_pid.and_then(rss_kb);
-    let (load, knee) = if cli.rate.is_empty() {
+    let (load, knee) = if cli.duration == 0 {
+        println!("fleet-sim: --duration 0, enrollment only");
+        (Value::Null, None)
+    } else if cli.rate.is_empty() {
         (
             steady(&sim, cli.interval, cli.duration, cli.service_pid).await,
             None,
@@ -872,7 +884,7 @@ async fn run(cli: Cli) -> Result<Value> {
     if let Some(groups) = drift_groups {
         println!(
             "         drift: {groups} groups (the simulation makes {})",
-            hosts::expected_groups(drifted, cli.anomalies)
+            hosts::expected_groups(drifted, cli.anomalies, cli.scenarios)
         );
     }
     let kb_json = |rss: Option<(u64, u64)>| {
@@ -893,7 +905,7 @@ async fn run(cli: Cli) -> Result<Value> {
         "config": {"server": cli.server, "hosts": cli.hosts, "interval_secs": cli.interval,
                    "duration_secs": cli.duration, "rates": cli.rate, "image_id": cli.image_id,
                    "drift_percent": cli.drift_percent, "drifted_hosts": drifted,
-                   "anomalies": cli.anomalies, "seed": cli.seed, "connections": cli.connections},
+                   "anomalies": cli.anomalies, "scenarios": cli.scenarios, "seed": cli.seed, "connections": cli.connections},
         "enroll": enrollment,
         "load": load,
         "knee_rate": knee,
@@ -902,7 +914,7 @@ async fn run(cli: Cli) -> Result<Value> {
         "verify": verification,
         "reads": {"fleet": fleet, "drift": drift, "fleet_image": fleet_image,
                   "drift_groups": drift_groups,
-                  "drift_groups_expected": hosts::expected_groups(drifted, cli.anomalies)},
+                  "drift_groups_expected": hosts::expected_groups(drifted, cli.anomalies, cli.scenarios)},
         "service": {"pid": cli.service_pid, "before": kb_json(rss_before),
                     "after_enroll": kb_json(rss_after_enroll), "end": kb_json(rss_end),
                     "rss_max_sampled_kb": rss_max.load(Ordering::Relaxed)},
