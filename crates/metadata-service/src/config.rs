@@ -42,6 +42,7 @@ API:
   POST /accepts, GET /accepts, DELETE /accepts/{id}   accepted drift (admin)
   DELETE /hosts/{host_id}/key              re-open a host's enrollment (admin)
   GET  /audit                              the audit trail, newest first (admin)
+  /ui/                                     pages for people: log in with a read or admin token
 
 A POST may carry the baseline's minisign signature (base64 of the .minisig text) in
 X-Bulletproof-Signature; with --collector-key the signature is required and checked
