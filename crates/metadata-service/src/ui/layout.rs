@@ -95,6 +95,11 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
+/// Whether the session may change something (accept, revoke).
+pub fn is_admin(session: &Session) -> bool {
+    session.caller.scope == Scope::Admin
+}
+
 /// "ops (read)": the token's name and scope, never its secret.
 pub fn who(session: &Session) -> String {
     let name = session

@@ -1,14 +1,16 @@
-//! The pages (`/ui/`, REFERENCE §7 "Pages"): server-rendered HTML over the same code
+//! The pages (`/ui/`, REFERENCE §8): server-rendered HTML over the same code
 //! paths as the JSON API (`crate::app`'s query functions and `fleet::views`), usable
 //! without JavaScript (there is none). Templates are maud macros compiled into the
 //! binary; the stylesheet is ours and embedded.
 //!
 //! * `session.rs` — login sessions, cookies, CSRF tokens.
 //! * `layout.rs` — the shell every page shares, headers (CSP), small helpers.
-//! * `pages.rs` — the pages that read: overview, image, drift group, host, accepts, audit.
+//! * `pages.rs` — the pages that read: overview, image, drift group, host;
+//!   `admin.rs` — accepts (with revoke) and the audit log; `text.rs` — how values show.
 //! * `forms.rs` — login, logout and the forms that change something (accept, revoke).
 //! * `chart.rs` — the SVG drawn on the server (status bars, 14 days of drift).
 
+mod admin;
 pub mod chart;
 mod forms;
 pub(crate) mod layout;
@@ -16,6 +18,7 @@ mod pages;
 pub mod session;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use crate::app::AppState;
 use axum::extract::{Request, State};
@@ -56,9 +59,9 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(ROUTES[5], get(pages::image))
         .route(ROUTES[6], get(pages::group))
         .route(ROUTES[7], get(pages::host))
-        .route(ROUTES[8], get(pages::accepts).post(forms::accept))
+        .route(ROUTES[8], get(admin::accepts).post(forms::accept))
         .route(ROUTES[9], post(forms::revoke))
-        .route(ROUTES[10], get(pages::audit))
+        .route(ROUTES[10], get(admin::audit))
         .layer(session);
     open.merge(closed)
 }

@@ -1,12 +1,12 @@
-//! The pages that read: overview, image, drift group, host, accepts, audit. Each takes
+//! The pages that read: overview, image, drift group, host. Each takes
 //! its data from the same functions as the JSON API (`app::hosts::hosts_page`,
 //! `host_detail`, `report_history`, `fleet::views`), then renders it.
 
 use super::chart;
-use super::layout::{count, csrf_field, page, problem, respond, text};
+use super::layout::{count, csrf_field, is_admin, page, problem, respond, text};
 use super::session::Session;
-use crate::app::{accepts, hosts, reports, AppState};
-use crate::auth::Scope;
+use super::text::{change_text, clip, current_text};
+use crate::app::{hosts, reports, AppState};
 use crate::fleet::drift::GroupKey;
 use crate::fleet::host::Status;
 use crate::fleet::{now_secs, views};
@@ -28,20 +28,8 @@ pub const GROUPS_PER_PAGE: usize = 100;
 pub const GROUP_HOSTS: usize = 1000;
 /// Reports in a host's history.
 pub const HISTORY: usize = 20;
-/// Audit records shown.
-pub const AUDIT: usize = 200;
 /// Findings of the latest report shown on a host's page.
 pub const FINDINGS: usize = 200;
-/// Characters of one value shown (the JSON API has the whole text).
-pub const CLIP: usize = 300;
-
-/// `text` cut to [`CLIP`] characters, marked when cut.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(CLIP) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
 
 const KINDS: [(&str, &str); 4] = [
     ("modified", "modified"),
@@ -49,10 +37,6 @@ const KINDS: [(&str, &str); 4] = [
     ("added", "added"),
     ("deleted", "deleted"),
 ];
-
-fn is_admin(session: &Session) -> bool {
-    session.caller.scope == Scope::Admin
-}
 
 fn status_counts(counts: Option<&views::ImageCounts>) -> [(&'static str, u64); 4] {
     Status::ALL.map(|status| {
@@ -310,70 +294,6 @@ fn host_table(id: &str, hosts: &[Value]) -> Markup {
     }
 }
 
-/// A finding's current values, short: `mode=0o666, uid=0`.
-fn current_text(current: &Value) -> String {
-    match current {
-        Value::Object(fields) => fields
-            .iter()
-            .filter(|(name, _)| name.as_str() != "path")
-            .map(|(name, value)| format!("{name}={}", field_text(name, value)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::Null => "(gone)".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// A field's value as people read it: modes in octal, digests shortened.
-fn field_text(name: &str, value: &Value) -> String {
-    match (name, value.as_u64()) {
-        ("mode", Some(mode)) => format!("{mode:04o}"),
-        _ => short(value),
-    }
-}
-
-fn short(value: &Value) -> String {
-    let text = text(value);
-    if text.chars().count() > 16 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        format!("{}…", &text[..12])
-    } else {
-        text
-    }
-}
-
-/// "mode 0o644 → 0o666" for each changed field of a finding.
-fn change_text(finding: &Value) -> String {
-    let fields: Vec<String> = match finding["changed"].as_array() {
-        Some(changed) if !changed.is_empty() => changed
-            .iter()
-            .filter_map(|field| field.as_str())
-            .map(str::to_owned)
-            .collect(),
-        _ => {
-            let mut names: Vec<String> = finding["current"]
-                .as_object()
-                .into_iter()
-                .chain(finding["baseline"].as_object())
-                .flat_map(|fields| fields.keys().cloned())
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-        }
-    };
-    fields
-        .iter()
-        .map(|field| {
-            format!(
-                "{field} {} → {}",
-                field_text(field, &finding["baseline"][field.as_str()]),
-                field_text(field, &finding["current"][field.as_str()])
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// The id of a finding (`GroupKey::id`): what an accept form names, so the finding is
 /// looked up on the server and the agent's text never travels back through a form.
 fn finding_id(finding: &Value) -> String {
@@ -580,154 +500,4 @@ pub(super) async fn host(
             body,
         ),
     )
-}
-
-pub(super) async fn accepts(
-    State(state): State<Arc<AppState>>,
-    Extension(session): Extension<Session>,
-) -> Response {
-    if !is_admin(&session) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&session),
-            "This needs an admin token.",
-        );
-    }
-    let list = accepts::accepts(&state, None);
-    let body = html! {
-        @if list.is_empty() {
-            p { "Nothing is accepted." }
-        } @else {
-            table #accepts {
-                thead { tr {
-                    th scope="col" { "Image" }
-                    th scope="col" { "Host" }
-                    th scope="col" { "Path" }
-                    th scope="col" { "Finding" }
-                    th scope="col" { "Values" }
-                    th scope="col" { "Comment" }
-                    th scope="col" { "By, when" }
-                    th scope="col" { "Action" }
-                } }
-                tbody {
-                    @for accept in &list {
-                        tr data-accept=(accept.id) {
-                            td { a href={ "/ui/images/" (accept.image_id) } { (accept.image_id) } }
-                            td { @match &accept.host_id {
-                                Some(host) => { a href={ "/ui/hosts/" (host) } { code { (host) } } }
-                                None => { "every host" }
-                            } }
-                            td.path { code { (clip(&accept.path)) } }
-                            td { (accept.anomaly) }
-                            td { (clip(&current_text(&accept.current))) }
-                            td { (clip(&accept.comment)) }
-                            td { (accept.created_by.strip_prefix("name:").unwrap_or(&accept.created_by)) ", " (accept.created) }
-                            td {
-                                form.revoke method="post" action={ "/ui/accepts/" (accept.id) "/revoke" } {
-                                    (csrf_field(&session))
-                                    button.revoke type="submit" { "Revoke" }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    respond(StatusCode::OK, page("Accepted drift", Some(&session), body))
-}
-
-pub(super) async fn audit(
-    State(state): State<Arc<AppState>>,
-    Extension(session): Extension<Session>,
-) -> Response {
-    if !is_admin(&session) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&session),
-            "This needs an admin token.",
-        );
-    }
-    let Some(audit) = state.fleet.audit.clone() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&session),
-            "This service keeps no audit log.",
-        );
-    };
-    let worker = audit.clone();
-    let checked = tokio::task::spawn_blocking(move || (worker.verify(), worker.tail(AUDIT))).await;
-    let (verdict, records) = match checked {
-        Ok((verdict, Ok(records))) => (verdict, records),
-        Ok((_, Err(error))) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some(&session),
-                &format!("{error:#}"),
-            )
-        }
-        Err(error) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some(&session),
-                &error.to_string(),
-            )
-        }
-    };
-    let body = html! {
-        p #verification {
-            @match &verdict {
-                Ok(verdict) => @match &verdict.problem {
-                    None => { span.st.st-clean { "intact" } ": " (verdict.records) " records, their chain and MACs check with the initial key kept on this host" }
-                    Some((_, line, what)) => { span.st.st-drifted { "broken" } ": line " (line) ": " (what) }
-                },
-                Err(error) => { span.st.st-failing { "not checked" } ": " (format!("{error:#}")) }
-            }
-        }
-        p.hint { "A copy of the initial key kept off this host proves more: bulletproofctl log verify." }
-        table #audit {
-            thead { tr {
-                th scope="col" { "Seq" }
-                th scope="col" { "Time" }
-                th scope="col" { "Event" }
-                th scope="col" { "What" }
-            } }
-            tbody {
-                @for record in &records {
-                    tr {
-                        td.num { (text(&record["seq"])) }
-                        td { (text(&record["ts"])) }
-                        td { (text(&record["event"])) }
-                        td { (clip(&text(&record["msg"]))) }
-                    }
-                }
-            }
-        }
-    };
-    respond(StatusCode::OK, page("Audit", Some(&session), body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn changes_read_old_to_new() {
-        let finding = json!({"path": "/etc/x", "anomaly": "metadata_changed", "changed": ["mode"],
-            "baseline": {"mode": 420}, "current": {"mode": 438}});
-        assert_eq!(change_text(&finding), "mode 0644 → 0666");
-        assert_eq!(
-            current_text(&json!({"path": "/etc/x", "mode": 493, "uid": 0})),
-            "mode=0755, uid=0"
-        );
-        assert_eq!(
-            clip(&"é".repeat(CLIP + 5)),
-            format!("{}…", "é".repeat(CLIP))
-        );
-        assert_eq!(clip("short"), "short");
-        let digest = "ab".repeat(32);
-        assert_eq!(short(&json!(digest)), format!("{}…", &digest[..12]));
-        assert_eq!(current_text(&Value::Null), "(gone)");
-    }
 }

@@ -1,0 +1,141 @@
+//! The admin's pages: accepted drift (with revoke forms) and the audit log with its
+//! verification state.
+
+use super::layout::{csrf_field, is_admin, page, problem, respond, text};
+use super::session::Session;
+use super::text::{clip, current_text};
+use crate::app::{accepts, AppState};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use http::StatusCode;
+use maud::html;
+use std::sync::Arc;
+
+/// Audit records shown.
+pub const AUDIT: usize = 200;
+
+pub(super) async fn accepts(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    if !is_admin(&session) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "This needs an admin token.",
+        );
+    }
+    let list = accepts::accepts(&state, None);
+    let body = html! {
+        @if list.is_empty() {
+            p { "Nothing is accepted." }
+        } @else {
+            table #accepts {
+                thead { tr {
+                    th scope="col" { "Image" }
+                    th scope="col" { "Host" }
+                    th scope="col" { "Path" }
+                    th scope="col" { "Finding" }
+                    th scope="col" { "Values" }
+                    th scope="col" { "Comment" }
+                    th scope="col" { "By, when" }
+                    th scope="col" { "Action" }
+                } }
+                tbody {
+                    @for accept in &list {
+                        tr data-accept=(accept.id) {
+                            td { a href={ "/ui/images/" (accept.image_id) } { (accept.image_id) } }
+                            td { @match &accept.host_id {
+                                Some(host) => { a href={ "/ui/hosts/" (host) } { code { (host) } } }
+                                None => { "every host" }
+                            } }
+                            td.path { code { (clip(&accept.path)) } }
+                            td { (accept.anomaly) }
+                            td { (clip(&current_text(&accept.current))) }
+                            td { (clip(&accept.comment)) }
+                            td { (accept.created_by.strip_prefix("name:").unwrap_or(&accept.created_by)) ", " (accept.created) }
+                            td {
+                                form.revoke method="post" action={ "/ui/accepts/" (accept.id) "/revoke" } {
+                                    (csrf_field(&session))
+                                    button.revoke type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page("Accepted drift", Some(&session), body))
+}
+
+pub(super) async fn audit(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    if !is_admin(&session) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "This needs an admin token.",
+        );
+    }
+    let Some(audit) = state.fleet.audit.clone() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "This service keeps no audit log.",
+        );
+    };
+    let worker = audit.clone();
+    let checked = tokio::task::spawn_blocking(move || (worker.verify(), worker.tail(AUDIT))).await;
+    let (verdict, records) = match checked {
+        Ok((verdict, Ok(records))) => (verdict, records),
+        Ok((_, Err(error))) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&session),
+                &format!("{error:#}"),
+            )
+        }
+        Err(error) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&session),
+                &error.to_string(),
+            )
+        }
+    };
+    let body = html! {
+        p #verification {
+            @match &verdict {
+                Ok(verdict) => @match &verdict.problem {
+                    None => { span.st.st-clean { "intact" } ": " (verdict.records) " records, their chain and MACs check with the initial key kept on this host" }
+                    Some((_, line, what)) => { span.st.st-drifted { "broken" } ": line " (line) ": " (what) }
+                },
+                Err(error) => { span.st.st-failing { "not checked" } ": " (format!("{error:#}")) }
+            }
+        }
+        p.hint { "A copy of the initial key kept off this host proves more: bulletproofctl log verify." }
+        table #audit {
+            thead { tr {
+                th scope="col" { "Seq" }
+                th scope="col" { "Time" }
+                th scope="col" { "Event" }
+                th scope="col" { "What" }
+            } }
+            tbody {
+                @for record in &records {
+                    tr {
+                        td.num { (text(&record["seq"])) }
+                        td { (text(&record["ts"])) }
+                        td { (text(&record["event"])) }
+                        td { (clip(&text(&record["msg"]))) }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page("Audit", Some(&session), body))
+}
