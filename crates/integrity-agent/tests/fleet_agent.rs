@@ -5,6 +5,8 @@
 //! check reported too, several `--server`s tried in order, and none of it changing the
 //! agent's exit codes.
 
+mod support;
+
 use metadata_service::config::Config;
 use metadata_service::Background;
 use std::fs;
@@ -39,27 +41,6 @@ fn tree(dir: &Path) -> PathBuf {
     root
 }
 
-fn baseline(root: &Path, image_id: &str) -> Vec<u8> {
-    let scanned = integrity_common::scan(
-        &integrity_common::ScanOptions {
-            root: root.to_owned(),
-            exclusions: integrity_common::Exclusions::defaults(),
-            cross_filesystems: false,
-            policy: None,
-        },
-        &integrity_common::ScanProgress::default(),
-    )
-    .unwrap();
-    integrity_common::Baseline {
-        image_id: image_id.to_owned(),
-        timestamp: "2026-11-23T07:31:43Z".to_owned(),
-        entries: scanned.entries,
-        errors: scanned.errors,
-        policy: None,
-    }
-    .to_json_bytes()
-}
-
 fn start_service(store: &Path) -> Background {
     let mut config = Config::new("127.0.0.1:0", store);
     config.tokens = vec![
@@ -82,7 +63,12 @@ impl Fleet {
             config.token = Some(BASELINE_TOKEN.into());
             integrity_client::Client::new(&config)
                 .unwrap()
-                .upload_baseline("img", &baseline(&root, "img"), None, &mut |_, _, _| {})
+                .upload_baseline(
+                    "img",
+                    &support::baseline(&root, "img"),
+                    None,
+                    &mut |_, _, _| {},
+                )
                 .unwrap();
         }
         let token_file = dir.path().join("token");

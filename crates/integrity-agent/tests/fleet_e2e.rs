@@ -9,6 +9,8 @@
 //! its `service_process` test then runs `metadata_service` (the library the service
 //! binary is made of) until it is killed; the binary's path is not known from here.
 
+mod support;
+
 use metadata_service::config::Config;
 use metadata_service::Background;
 use serde_json::{json, Value};
@@ -236,27 +238,6 @@ fn tree(dir: &Path) -> PathBuf {
     root
 }
 
-fn baseline(root: &Path) -> Vec<u8> {
-    let scanned = integrity_common::scan(
-        &integrity_common::ScanOptions {
-            root: root.to_owned(),
-            exclusions: integrity_common::Exclusions::defaults(),
-            cross_filesystems: false,
-            policy: None,
-        },
-        &integrity_common::ScanProgress::default(),
-    )
-    .unwrap();
-    integrity_common::Baseline {
-        image_id: IMG.to_owned(),
-        timestamp: "2026-11-23T07:31:43Z".to_owned(),
-        entries: scanned.entries,
-        errors: scanned.errors,
-        policy: None,
-    }
-    .to_json_bytes()
-}
-
 /// A service holding the baseline of a small tree, and a report token file.
 struct Fleet {
     dir: tempfile::TempDir,
@@ -283,7 +264,7 @@ impl Fleet {
         config.token = Some(BASELINE_TOKEN.into());
         integrity_client::Client::new(&config)
             .unwrap()
-            .upload_baseline(IMG, &baseline(&root), None, &mut |_, _, _| {})
+            .upload_baseline(IMG, &support::baseline(&root, IMG), None, &mut |_, _, _| {})
             .unwrap();
         let token_file = dir.path().join("token");
         fs::write(&token_file, format!("{REPORT_TOKEN}\n")).unwrap();

@@ -10,6 +10,8 @@
 //!   small;
 //! * a body not matching its `ETag`, and a `304` naming another digest than the cache.
 
+mod support;
+
 use metadata_service::config::Config;
 use metadata_service::Background;
 use std::fs;
@@ -38,28 +40,6 @@ fn golden(dir: &Path) -> PathBuf {
     fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
     fs::write(root.join("usr/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
     root
-}
-
-/// The baseline of `root` (the collector's code path).
-fn collect(root: &Path, image_id: &str) -> Vec<u8> {
-    let scanned = integrity_common::scan(
-        &integrity_common::ScanOptions {
-            root: root.to_owned(),
-            exclusions: integrity_common::Exclusions::defaults(),
-            cross_filesystems: false,
-            policy: None,
-        },
-        &integrity_common::ScanProgress::default(),
-    )
-    .unwrap();
-    integrity_common::Baseline {
-        image_id: image_id.to_owned(),
-        timestamp: "2026-11-23T07:31:43Z".to_owned(),
-        entries: scanned.entries,
-        errors: scanned.errors,
-        policy: None,
-    }
-    .to_json_bytes()
 }
 
 fn command(args: &[&str]) -> Command {
@@ -186,7 +166,7 @@ fn replace_once(bytes: &[u8], old: &str, new: &str) -> Vec<u8> {
 fn a_tampered_cache_is_caught_on_the_304_path_refetched_and_never_used_offline() {
     let dir = tempfile::tempdir().unwrap();
     let root = golden(dir.path());
-    let genuine = collect(&root, "img-cache");
+    let genuine = support::baseline(&root, "img-cache");
     let server = Background::start(Config::new("127.0.0.1:0", dir.path().join("store"))).unwrap();
     let client = integrity_client::Client::new(&integrity_client::ClientConfig::new(
         format!("http://{}", server.addr),
@@ -529,7 +509,7 @@ fn a_plain_body_over_the_limit_is_refused_with_little_memory() {
 
 /// A valid baseline of `root` for image `img-x` and its identity `ETag`.
 fn valid_answer(root: &Path) -> (Vec<u8>, String) {
-    let bytes = collect(root, "img-x");
+    let bytes = support::baseline(root, "img-x");
     let tag = integrity_client::identity_etag(&integrity_common::Sha256Digest::of(&bytes));
     (bytes, tag)
 }

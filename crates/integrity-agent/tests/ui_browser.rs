@@ -12,6 +12,8 @@
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`; installed
 //! by `scripts/test`): a test fails, never skips, without them.
 
+mod support;
+
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -92,7 +94,7 @@ impl Fleet {
         client_config.token = Some(BASELINE_TOKEN.into());
         integrity_client::Client::new(&client_config)
             .unwrap()
-            .upload_baseline(IMG, &baseline(&root), None, &mut |_, _, _| {})
+            .upload_baseline(IMG, &support::baseline(&root, IMG), None, &mut |_, _, _| {})
             .unwrap();
         let token_file = dir.path().join("token");
         fs::write(&token_file, format!("{REPORT_TOKEN}\n")).unwrap();
@@ -228,27 +230,6 @@ impl Fleet {
         .map(|(name, value)| (name.to_owned(), value))
         .collect()
     }
-}
-
-fn baseline(root: &Path) -> Vec<u8> {
-    let scanned = integrity_common::scan(
-        &integrity_common::ScanOptions {
-            root: root.to_owned(),
-            exclusions: integrity_common::Exclusions::defaults(),
-            cross_filesystems: false,
-            policy: None,
-        },
-        &integrity_common::ScanProgress::default(),
-    )
-    .unwrap();
-    integrity_common::Baseline {
-        image_id: IMG.to_owned(),
-        timestamp: "2026-11-23T07:31:43Z".to_owned(),
-        entries: scanned.entries,
-        errors: scanned.errors,
-        policy: None,
-    }
-    .to_json_bytes()
 }
 
 /// A plain HTTP client: statuses are answers, redirects are not followed.
