@@ -1,7 +1,7 @@
 //! The admin's pages: accepted drift (with revoke forms) and the audit log with its
 //! verification state.
 
-use super::layout::{csrf_field, is_admin, page, problem, respond, text};
+use super::layout::{csrf_field, head, is_admin, page, problem, respond, text};
 use super::session::Session;
 use super::text::{clip, current_text};
 use crate::app::{accepts, AppState};
@@ -32,16 +32,7 @@ pub(super) async fn accepts(
             p { "Nothing is accepted." }
         } @else {
             table #accepts {
-                thead { tr {
-                    th scope="col" { "Image" }
-                    th scope="col" { "Host" }
-                    th scope="col" { "Path" }
-                    th scope="col" { "Finding" }
-                    th scope="col" { "Values" }
-                    th scope="col" { "Comment" }
-                    th scope="col" { "By, when" }
-                    th scope="col" { "Action" }
-                } }
+                (head(&["Image", "Host", "Path", "Finding", "Values", "Comment", "By, when", "Action"]))
                 tbody {
                     @for accept in &list {
                         tr data-accept=(accept.id) {
@@ -119,12 +110,7 @@ pub(super) async fn audit(
         }
         p.hint { "A copy of the initial key kept off this host proves more: bulletproofctl log verify." }
         table #audit {
-            thead { tr {
-                th scope="col" { "Seq" }
-                th scope="col" { "Time" }
-                th scope="col" { "Event" }
-                th scope="col" { "What" }
-            } }
+            (head(&["Seq", "Time", "Event", "What"]))
             tbody {
                 @for record in &records {
                     tr {

@@ -116,6 +116,11 @@ pub fn who(session: &Session) -> String {
     format!("{name} ({scope})")
 }
 
+/// A table's header row, one column header per name.
+pub fn head(columns: &[&str]) -> Markup {
+    html! { thead { tr { @for column in columns { th scope="col" { (column) } } } } }
+}
+
 pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }

@@ -3,7 +3,7 @@
 //! `host_detail`, `report_history`, `fleet::views`), then renders it.
 
 use super::chart;
-use super::layout::{count, csrf_field, is_admin, page, problem, respond, text};
+use super::layout::{count, csrf_field, head, is_admin, page, problem, respond, text};
 use super::session::Session;
 use super::text::{change_text, clip, current_text};
 use crate::app::{hosts, reports, AppState};
@@ -69,14 +69,7 @@ pub(super) async fn overview(
         } @else {
             table #images {
                 caption { "Images, their baselines and their hosts" }
-                thead { tr {
-                    th scope="col" { "Image" }
-                    th scope="col" { "Baseline" }
-                    th scope="col" { "Hosts" }
-                    @for status in Status::ALL { th scope="col" { (status.as_str()) } }
-                    th scope="col" { "Last report" }
-                    th scope="col" { "Drifted hosts, 14 days" }
-                } }
+                (head(&["Image", "Baseline", "Hosts"].into_iter().chain(Status::ALL.map(Status::as_str)).chain(["Last report", "Drifted hosts, 14 days"]).collect::<Vec<_>>()))
                 tbody {
                     @for ((image, counts), series) in counts.iter().zip(&series) {
                         @let statuses = status_counts(Some(counts));
@@ -229,14 +222,7 @@ pub(super) async fn image(
 fn drift_table(groups: &[Value], back: &str, accept: bool) -> Markup {
     html! {
         table #drift {
-            thead { tr {
-                th scope="col" { "Path" }
-                th scope="col" { "Finding" }
-                th scope="col" { "Now" }
-                th scope="col" { "Hosts" }
-                th scope="col" { "Accepted" }
-                @if accept { th scope="col" { "Action" } }
-            } }
+            (head(&["Path", "Finding", "Now", "Hosts", "Accepted", "Action"][..if accept { 6 } else { 5 }]))
             tbody {
                 @for group in groups {
                     @let id = group["id"].as_str().unwrap_or_default();
@@ -266,15 +252,7 @@ fn host_table(id: &str, hosts: &[Value]) -> Markup {
             p { "No host." }
         } @else {
             table id=(id) {
-                thead { tr {
-                    th scope="col" { "Host" }
-                    th scope="col" { "Status" }
-                    th scope="col" { "Hostname" }
-                    th scope="col" { "Last seen" }
-                    @for (_, label) in KINDS { th scope="col" { (label) } }
-                    th scope="col" { "Agent" }
-                    th scope="col" { "Gaps" }
-                } }
+                (head(&["Host", "Status", "Hostname", "Last seen"].into_iter().chain(KINDS.map(|(_, label)| label)).chain(["Agent", "Gaps"]).collect::<Vec<_>>()))
                 tbody {
                     @for host in hosts {
                         @let host_id = host["host_id"].as_str().unwrap_or_default();
@@ -441,13 +419,7 @@ pub(super) async fn host(
                     p { (count(latest, "truncated")) " more findings were not sent (the report's limit)." }
                 }
                 table #findings {
-                    thead { tr {
-                        th scope="col" { "Path" }
-                        th scope="col" { "Finding" }
-                        th scope="col" { "Change" }
-                        th scope="col" { "Accepted" }
-                        @if admin { th scope="col" { "Action" } }
-                    } }
+                    (head(&["Path", "Finding", "Change", "Accepted", "Action"][..if admin { 5 } else { 4 }]))
                     tbody {
                         @for finding in findings {
                             @let accepted = !finding["accepted"].is_null();
@@ -471,13 +443,7 @@ pub(super) async fn host(
         section {
             h2 { "Reports" }
             table #history {
-                thead { tr {
-                    th scope="col" { "Seq" }
-                    th scope="col" { "Finished" }
-                    th scope="col" { "Mode" }
-                    @for (_, label) in KINDS { th scope="col" { (label) } }
-                    th scope="col" { "Error" }
-                } }
+                (head(&["Seq", "Finished", "Mode"].into_iter().chain(KINDS.map(|(_, label)| label)).chain(["Error"]).collect::<Vec<_>>()))
                 tbody {
                     @for report in history["reports"].as_array().map_or(&[][..], |all| all) {
                         tr {
