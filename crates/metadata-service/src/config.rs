@@ -192,11 +192,25 @@ pub struct Cli {
     #[arg(long, env = "METADATA_HOST_BURST", value_name = "N")]
     pub host_burst: Option<u32>,
     /// The store: sled:DIR (the embedded default, as --data DIR) or a PostgreSQL URL
-    /// (postgres://…; the password from PGPASSWORD), which then holds baselines and the
-    /// fleet while --data still holds the audit log. One service per database for now:
-    /// replicas sharing one database come next
+    /// (postgres://user@host/db, postgresql:///db?host=/run/postgresql), which then
+    /// holds baselines and the fleet for any number of replicas while --data holds
+    /// this replica's audit log. The password: --store-password-file, PGPASSWORD or
+    /// ~/.pgpass (never in the URL: it would show in the process list)
     #[arg(long, env = "METADATA_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// File holding the PostgreSQL password (first line; not group/world-writable)
+    #[arg(long, env = "METADATA_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// PostgreSQL connections this replica opens at most [default: 16]
+    #[arg(long, env = "METADATA_STORE_POOL_SIZE", value_name = "N")]
+    pub store_pool_size: Option<usize>,
+    /// Seconds to wait for a PostgreSQL connection [default: 5]
+    #[arg(long, env = "METADATA_STORE_CONNECT_TIMEOUT", value_name = "SECS")]
+    pub store_connect_timeout: Option<u64>,
+    /// Seconds a PostgreSQL statement may run before the server cancels it
+    /// [default: 30]
+    #[arg(long, env = "METADATA_STORE_STATEMENT_TIMEOUT", value_name = "SECS")]
+    pub store_statement_timeout: Option<u64>,
 }
 
 /// The config file: the same keys as the long options.
@@ -230,6 +244,10 @@ pub struct FileConfig {
     pub max_clock_skew: Option<u64>,
     pub host_burst: Option<u32>,
     pub store: Option<String>,
+    pub store_password_file: Option<PathBuf>,
+    pub store_pool_size: Option<usize>,
+    pub store_connect_timeout: Option<u64>,
+    pub store_statement_timeout: Option<u64>,
 }
 
 /// `report_retention = "30d"` in the config file.
@@ -263,6 +281,8 @@ pub struct Config {
     /// A PostgreSQL URL: the store is there, not under `data` (see
     /// [`crate::store::PgStore`]).
     pub store: Option<String>,
+    /// How the PostgreSQL store connects.
+    pub store_options: crate::store::PgOptions,
     /// Warnings found while resolving (a secret file others may read), logged at start.
     pub warnings: Vec<String>,
 }
@@ -298,6 +318,7 @@ impl Config {
             fleet: FleetConfig::default(),
             log_format: LogFormat::Text,
             store: None,
+            store_options: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -458,6 +479,29 @@ impl Config {
         if sled_dir.is_some() {
             store = None;
         }
+        let pg_defaults = crate::store::PgOptions::default();
+        let pool_size = cli
+            .store_pool_size
+            .or(file.store_pool_size)
+            .unwrap_or(pg_defaults.pool_size);
+        if pool_size == 0 {
+            bail!("store_pool_size must be at least 1");
+        }
+        let store_options = crate::store::PgOptions {
+            pool_size,
+            connect_timeout: secs(
+                cli.store_connect_timeout.or(file.store_connect_timeout),
+                pg_defaults.connect_timeout,
+            )?,
+            statement_timeout: Some(secs(
+                cli.store_statement_timeout.or(file.store_statement_timeout),
+                pg_defaults
+                    .statement_timeout
+                    .unwrap_or(Duration::from_secs(30)),
+            )?),
+            password_file: cli.store_password_file.or(file.store_password_file),
+            ..pg_defaults
+        };
         Ok(Config {
             fleet,
             listen: cli
@@ -511,6 +555,7 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             store,
+            store_options,
             warnings,
         })
     }

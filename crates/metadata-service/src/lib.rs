@@ -58,10 +58,9 @@ pub async fn run(
     let (store, recovery): (Arc<dyn store::Store>, store::Recovery) = match &config.store {
         Some(url) => {
             let url = url.clone();
-            let store = tokio::task::spawn_blocking(move || {
-                store::PgStore::open(&url, &store::PgOptions::default())
-            })
-            .await??;
+            let options = config.store_options.clone();
+            let store =
+                tokio::task::spawn_blocking(move || store::PgStore::open(&url, &options)).await??;
             (Arc::new(store), store::Recovery::default())
         }
         None => {
@@ -95,6 +94,8 @@ pub async fn run(
     state.sessions().set_secure(tls.is_some());
     tokio::spawn(prune_reports(state.clone()));
     tokio::spawn(fleet::daily::sampler(state.clone()));
+    tokio::spawn(fleet::follow::follower(state.clone()));
+    tokio::spawn(watch_store(state.clone()));
     state.metrics.record_recovery(&recovery);
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
@@ -150,6 +151,26 @@ async fn prune_reports(state: Arc<AppState>) {
             Ok(Ok(removed)) => tracing::info!(removed, "reports past their retention removed"),
             Ok(Err(error)) => tracing::error!("pruning reports: {error}"),
             Err(error) => tracing::error!("pruning reports: {error}"),
+        }
+    }
+}
+
+/// Checks every two seconds that the store can be reached, for `/healthz`, and logs
+/// when that changes.
+async fn watch_store(state: Arc<AppState>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(2));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let worker = state.clone();
+        let Ok(changed) = tokio::task::spawn_blocking(move || worker.check_store()).await else {
+            continue;
+        };
+        if changed {
+            match state.store_unreachable() {
+                Some(reason) => tracing::error!("the store cannot be reached: {reason}"),
+                None => tracing::info!("the store can be reached again"),
+            }
         }
     }
 }

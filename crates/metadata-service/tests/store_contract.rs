@@ -9,8 +9,8 @@ mod support;
 use bytes::Bytes;
 use metadata_service::ingest::{self, Encoding, Prepared};
 use metadata_service::store::{
-    Accept, DailyRecord, FleetWrite, HostRecord, Inserted, PgOptions, PgStore, SignaturePut,
-    SledStore, Store, StoredReport,
+    Accept, DailyRecord, Expect, FleetWrite, HostRecord, Inserted, PgOptions, PgStore,
+    SignaturePut, SledStore, Store, StoredReport,
 };
 use support::pg;
 
@@ -61,12 +61,26 @@ fn report(received: u64, seq: u64) -> StoredReport {
     }
 }
 
+/// A report of host `n` written on top of its report `seq - 1` (the first: a new host).
 fn report_write(n: u32, seq: u64, received: u64, prune_through: Option<u64>) -> FleetWrite {
     FleetWrite::Report {
         host: host(n, seq),
         seq,
         report: report(received, seq),
         prune_through,
+        expect: after(n, seq - 1),
+    }
+}
+
+/// What a write expects of host `n` whose last stored seq is `last_seq` (0: none).
+fn after(n: u32, last_seq: u64) -> Expect {
+    if last_seq == 0 {
+        Expect::Absent
+    } else {
+        Expect::Record {
+            last_seq,
+            public_key: host(n, last_seq).public_key,
+        }
     }
 }
 
@@ -276,7 +290,10 @@ fn apply_every_write_kind(store: &dyn Store) {
     reopened.public_key = None;
     store
         .apply(&[
-            FleetWrite::Host(reopened.clone()),
+            FleetWrite::Host {
+                host: reopened.clone(),
+                expect: after(2, 1),
+            },
             FleetWrite::DeleteAccept("acc-2".into()),
             FleetWrite::DeleteAccept("acc-none".into()),
             FleetWrite::PutAccept(accept("acc-1", "one, edited")),
@@ -294,8 +311,12 @@ fn apply_every_write_kind(store: &dyn Store) {
     assert_eq!(store.report(&host_id(2), 1).unwrap(), Some(report(100, 1)));
     assert_eq!(store.report(&host_id(2), 2).unwrap(), None);
     assert_eq!(store.report(&host_id(3), 1).unwrap(), None);
-    // The same report again (a retry): stored once, as it was.
-    store.apply(&[report_write(1, 2, 110, None)]).unwrap();
+    // The same report again (a retry): its expectation no longer holds, so nothing of
+    // it is written; stored once, as it was.
+    assert_eq!(
+        store.apply(&[report_write(1, 2, 110, None)]).unwrap(),
+        vec![false]
+    );
     assert_eq!(seqs(store, 1, None, 10), vec![2, 1]);
     // A host id that is not one is an error, and nothing of its batch is stored.
     let mut bad = host(4, 1);
@@ -307,6 +328,7 @@ fn apply_every_write_kind(store: &dyn Store) {
             seq: 1,
             report: report(1, 1),
             prune_through: None,
+            expect: Expect::Absent,
         },
     ];
     assert!(store.apply(&batch).is_err());
@@ -379,6 +401,78 @@ fn prune_reports_keeps_keep(store: &dyn Store) {
     // Other hosts untouched.
     assert_eq!(seqs(store, 2, None, 100), vec![1]);
     assert_eq!(store.prune_reports(&host_id(3), u64::MAX, 0).unwrap(), 0);
+}
+
+/// Replicas sharing a store decide on what they last saw of a host: a write applies
+/// only if the host is still so, and one that does not writes nothing of itself, while
+/// the rest of its batch is written.
+fn writes_apply_only_as_expected(store: &dyn Store) {
+    assert_eq!(
+        store.apply(&[report_write(1, 1, 100, None)]).unwrap(),
+        vec![true]
+    );
+    assert_eq!(store.host(&host_id(1)).unwrap(), Some(host(1, 1)));
+    assert_eq!(store.host(&host_id(9)).unwrap(), None);
+    // Another "first" report of host 1, a stale last seq, the wrong pinned key.
+    let mut other_key = report_write(1, 2, 101, None);
+    if let FleetWrite::Report { expect, .. } = &mut other_key {
+        *expect = Expect::Record {
+            last_seq: 1,
+            public_key: Some("RWQsomeone-else".into()),
+        };
+    }
+    let outcome = store
+        .apply(&[
+            report_write(1, 1, 999, None),
+            report_write(1, 3, 102, Some(1)),
+            other_key,
+            FleetWrite::PutAccept(accept("acc-1", "kept")),
+            report_write(2, 1, 103, None),
+            FleetWrite::Host {
+                host: host(1, 7),
+                expect: after(1, 6),
+            },
+        ])
+        .unwrap();
+    assert_eq!(outcome, vec![false, false, false, true, true, false]);
+    assert_eq!(store.host(&host_id(1)).unwrap(), Some(host(1, 1)));
+    assert_eq!(store.report(&host_id(1), 1).unwrap(), Some(report(100, 1)));
+    assert_eq!(seqs(store, 1, None, 10), vec![1]);
+    assert_eq!(seqs(store, 2, None, 10), vec![1]);
+    assert_eq!(store.accepts().unwrap(), vec![accept("acc-1", "kept")]);
+    // On top of what is stored: applied, and a later write of the same batch sees it.
+    assert_eq!(
+        store
+            .apply(&[report_write(1, 2, 104, None), report_write(1, 3, 105, None)])
+            .unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(seqs(store, 1, None, 10), vec![3, 2, 1]);
+    // A key removed by an admin: the next write expects no key.
+    let mut reopened = host(1, 3);
+    reopened.public_key = None;
+    assert_eq!(
+        store
+            .apply(&[FleetWrite::Host {
+                host: reopened.clone(),
+                expect: after(1, 3),
+            }])
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        store.apply(&[report_write(1, 4, 106, None)]).unwrap(),
+        vec![false]
+    );
+    let mut enrolled = report_write(1, 4, 106, None);
+    if let FleetWrite::Report { expect, .. } = &mut enrolled {
+        *expect = Expect::Record {
+            last_seq: 3,
+            public_key: None,
+        };
+    }
+    assert_eq!(store.apply(&[enrolled]).unwrap(), vec![true]);
+    assert_eq!(store.host(&host_id(1)).unwrap(), Some(host(1, 4)));
 }
 
 fn accepts_put_and_delete(store: &dyn Store) {
@@ -514,6 +608,7 @@ fn any_text_round_trips(store: &dyn Store) {
                 seq: 1,
                 report: odd.clone(),
                 prune_through: None,
+                expect: Expect::Absent,
             },
             FleetWrite::PutAccept(odd_accept.clone()),
         ])
@@ -590,6 +685,7 @@ contract! {
         accepts_put_and_delete,
         daily_is_upserted_by_image_and_day,
         any_text_round_trips,
+        writes_apply_only_as_expected,
     ],
     reopens: [reopen_keeps_everything],
 }

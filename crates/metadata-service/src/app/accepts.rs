@@ -67,7 +67,7 @@ pub(crate) async fn create_accept(
 ) -> Result<Accept, ApiError> {
     integrity_common::validate_image_id(&new.image_id)
         .map_err(|why| invalid(format!("image_id: {why}")))?;
-    if state.meta(&new.image_id).is_none() {
+    if state.find_meta(&new.image_id).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_image",
@@ -132,7 +132,7 @@ pub(crate) async fn create_accept(
         Ok::<(), crate::store::StoreError>(())
     })
     .await?
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::store)?;
     Ok(accept)
 }
 
@@ -209,5 +209,5 @@ pub(crate) async fn revoke_accept(
         Ok::<(), crate::store::StoreError>(())
     })
     .await?
-    .map_err(ApiError::internal)
+    .map_err(ApiError::store)
 }

@@ -74,7 +74,7 @@ pub(super) async fn post_baseline(
         worker.check_signature(&bytes, signature.as_deref(), &meta.image_id)?;
         let mut prepared = ingest::prepare(BaselineMeta { posted_by, ..meta }, bytes);
         prepared.signature = signature.map(String::into_bytes);
-        match worker.store.insert(&prepared).map_err(ApiError::internal)? {
+        match worker.store.insert(&prepared).map_err(ApiError::store)? {
             Inserted::Created => {
                 let meta = Arc::new(prepared.meta);
                 let count = {
@@ -187,7 +187,8 @@ pub(super) async fn get_baseline(
     let headers = request.headers();
     let id = image_id(path)?;
     let meta = state
-        .meta(&id)
+        .find_meta(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
     let encoding = negotiate(headers, &meta);
     let etag = meta.etag_header(encoding);
@@ -202,7 +203,7 @@ pub(super) async fn get_baseline(
                 let key2 = key.clone();
                 let body = blocking(move || worker.store.body(&key2.0, key2.1))
                     .await?
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::store)?
                     .ok_or_else(|| {
                         ApiError::internal(format!(
                             "metadata of {} without its {encoding:?} body",

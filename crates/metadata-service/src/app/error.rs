@@ -37,6 +37,20 @@ impl ApiError {
         )
     }
 
+    /// A store failure: `503` (with `Retry-After`) while the store cannot be reached,
+    /// else a `500`.
+    pub(crate) fn store(error: crate::store::StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "store unreachable: answering 503");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the service's database cannot be reached now; retry later",
+            );
+        }
+        Self::internal(error)
+    }
+
     pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
@@ -65,9 +79,15 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
+            // A database outage lasts longer than a busy moment: clients come back later.
+            let after = if self.error == "store_unavailable" {
+                "5"
+            } else {
+                "1"
+            };
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -87,4 +107,10 @@ pub(crate) fn json_body(bytes: Vec<u8>) -> ([(header::HeaderName, HeaderValue); 
         )],
         bytes,
     )
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::store(error)
+    }
 }

@@ -6,7 +6,7 @@ use crate::audit::AuditRecord;
 use crate::auth::Caller;
 use crate::fleet::host::Status;
 use crate::fleet::{now_secs, views};
-use crate::store::FleetWrite;
+use crate::store::{Expect, FleetWrite};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -101,7 +101,7 @@ pub(crate) async fn host_detail(state: &Arc<AppState>, host_id: String) -> Resul
     let id = host_id.clone();
     let stored = blocking(move || store.report(&id, last_seq))
         .await?
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let now = now_secs();
     let stale_after = state.fleet.config.stale_after.as_secs();
     let fleet = state.fleet.state();
@@ -124,48 +124,69 @@ pub(super) async fn delete_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let host_id = host_id(path)?;
-    // Claimed like a report: a report of this host in flight is not interleaved with
-    // the removal of its key (one of them waits for the other: 429).
-    let record = {
-        let mut fleet = state.fleet.state();
-        let host = fleet
-            .hosts
-            .get_mut(&host_id)
-            .ok_or_else(|| ApiError::not_found("no such host"))?;
-        if host.in_flight {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                "a report of this host is being stored; retry shortly",
-            ));
-        }
-        host.in_flight = true;
-        let mut record = host.record.clone();
-        record.public_key = None;
-        record
-    };
     let audit = AuditRecord::new(
         "key_deleted",
         format!("{} re-opened the enrollment of host {host_id}", caller.id),
         serde_json::json!({ "host_id": host_id, "by": caller.id }),
     );
     super::detached(state, move |state| async move {
-        let committed = state
-            .fleet
-            .writer
-            .commit(vec![FleetWrite::Host(record)], vec![audit])
-            .await;
-        let mut fleet = state.fleet.state();
-        if let Some(host) = fleet.hosts.get_mut(&host_id) {
-            host.in_flight = false;
-            if committed.is_ok() {
-                host.key = None;
-                host.record.public_key = None;
+        // Another replica may have taken a report of the host since this one looked:
+        // the store then refuses the write, and the host is read again.
+        for _ in 0..3 {
+            // Claimed like a report: a report of this host in flight is not
+            // interleaved with the removal of its key (one of them waits: 429).
+            let (record, expect) = {
+                let mut fleet = state.fleet.state();
+                let host = fleet
+                    .hosts
+                    .get_mut(&host_id)
+                    .ok_or_else(|| ApiError::not_found("no such host"))?;
+                if host.in_flight {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "busy",
+                        "a report of this host is being stored; retry shortly",
+                    ));
+                }
+                host.in_flight = true;
+                let expect = Expect::of(Some(&host.record));
+                let mut record = host.record.clone();
+                record.public_key = None;
+                (record, expect)
+            };
+            let committed = state
+                .fleet
+                .writer
+                .commit(
+                    vec![FleetWrite::Host {
+                        host: record,
+                        expect,
+                    }],
+                    vec![audit.clone()],
+                )
+                .await;
+            {
+                let mut fleet = state.fleet.state();
+                if let Some(host) = fleet.hosts.get_mut(&host_id) {
+                    host.in_flight = false;
+                    if matches!(committed, Ok(true)) {
+                        host.key = None;
+                        host.record.public_key = None;
+                    }
+                }
+            }
+            match committed {
+                Ok(true) => return Ok(()),
+                Ok(false) => state.fleet.refresh_host(&host_id).await?,
+                Err(error) => return Err(ApiError::store(error)),
             }
         }
-        committed
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "reports of this host keep arriving through other replicas; retry shortly",
+        ))
     })
-    .await?
-    .map_err(ApiError::internal)?;
+    .await??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

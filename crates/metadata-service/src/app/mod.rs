@@ -40,7 +40,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -94,6 +94,8 @@ pub struct AppState {
     pub fleet: Fleet,
     /// The pages' login sessions.
     sessions: crate::ui::session::Sessions,
+    /// Why the store could not be reached at its last check (`None`: it could).
+    store_health: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
             metrics,
             fleet,
             sessions: Default::default(),
+            store_health: Mutex::new(None),
         }))
     }
 
@@ -164,8 +167,66 @@ impl AppState {
         .unwrap_or_default()
     }
 
+    /// Checks that the store can be reached (blocking) and keeps the answer for
+    /// `/healthz`; returns whether it changed.
+    pub fn check_store(&self) -> bool {
+        let now = self.store.health().err().map(|error| error.to_string());
+        let mut health = self.store_health.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *health != now;
+        *health = now;
+        changed
+    }
+
+    /// Why the store could not be reached at its last check.
+    pub fn store_unreachable(&self) -> Option<String> {
+        self.store_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn meta(&self, image_id: &str) -> Option<Arc<BaselineMeta>> {
         self.metas.read().expect("metas").get(image_id).cloned()
+    }
+
+    /// A baseline's metadata; on a store shared with other replicas, one that is not
+    /// in memory yet (stored through another replica in the last second) is looked
+    /// up in the store, so every replica answers alike at once.
+    pub(crate) async fn find_meta(
+        self: &Arc<Self>,
+        image_id: &str,
+    ) -> Result<Option<Arc<BaselineMeta>>, ApiError> {
+        if let Some(meta) = self.meta(image_id) {
+            return Ok(Some(meta));
+        }
+        if self.fleet.follow_from.is_none()
+            || integrity_common::validate_image_id(image_id).is_err()
+        {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let id = image_id.to_owned();
+        let found = blocking(move || store.meta(&id)).await??;
+        Ok(found.map(|meta| {
+            let meta = Arc::new(meta);
+            self.learn(meta.clone());
+            meta
+        }))
+    }
+
+    /// Baselines stored through other replicas (see `fleet::follow`).
+    pub fn learn_baselines(&self, metas: Vec<BaselineMeta>) {
+        for meta in metas {
+            self.learn(Arc::new(meta));
+        }
+    }
+
+    fn learn(&self, meta: Arc<BaselineMeta>) {
+        let mut metas = self.metas.write().expect("metas");
+        if !metas.contains_key(&meta.image_id) {
+            metas.insert(meta.image_id.clone(), meta);
+            self.metrics.baselines.set(metas.len() as i64);
+        }
     }
 
     /// Flushes the store (at shutdown).
@@ -362,8 +423,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-async fn healthz() -> Response {
-    json_body(br#"{"status":"ok"}"#.to_vec()).into_response()
+/// `200 {"status":"ok"}`, or `503` with why while the store cannot be reached (the
+/// last check of `lib::watch_store`, at most a couple of seconds old).
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store_unreachable() {
+        None => json_body(br#"{"status":"ok"}"#.to_vec()).into_response(),
+        Some(reason) => {
+            let body = serde_json::json!({ "status": "unavailable", "reason": reason });
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json_body(body.to_string().into_bytes()),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -56,7 +56,12 @@ fn refusal(refusal: Refusal) -> ApiError {
             "rate_limited",
             "this host has a report in flight or sent too many; retry shortly",
         ),
-        Refusal::Store(error) => ApiError::internal(error),
+        Refusal::Store(error) => ApiError::store(error),
+        Refusal::Conflict(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this host's reports are arriving through several replicas at once; retry shortly",
+        ),
     }
 }
 
@@ -82,17 +87,24 @@ pub(super) async fn post_report(
         text(HOST_KEY_HEADER).map(str::to_owned),
     );
     let outcome = super::detached(state.clone(), move |state| async move {
-        state
-            .fleet
-            .admit(
-                body,
+        let admit = || {
+            state.fleet.admit(
+                body.clone(),
                 signature.as_deref(),
                 host_key.as_deref(),
                 |image_id| state.meta(image_id).is_some(),
             )
-            .await
+        };
+        match admit().await {
+            // Stored through another replica in the last second: looked up, then
+            // decided again.
+            Err(Refusal::UnknownImage(image_id)) if state.find_meta(&image_id).await?.is_some() => {
+                Ok(admit().await)
+            }
+            outcome => Ok::<_, ApiError>(outcome),
+        }
     })
-    .await?;
+    .await??;
     match outcome {
         Ok(Admitted::Stored {
             host_id,
@@ -155,7 +167,7 @@ pub(crate) async fn report_history(
     let store = state.fleet.store().clone();
     let rows = blocking(move || store.reports(&host_id, before, limit))
         .await?
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let reports: Vec<serde_json::Value> = rows
         .iter()
         .map(|(seq, stored)| {
@@ -194,7 +206,7 @@ pub(super) async fn get_report(
     let store = state.fleet.store().clone();
     let stored = blocking(move || store.report(&host_id, seq))
         .await?
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| {
             ApiError::not_found("no such report (unknown host, or removed by retention)")
         })?;

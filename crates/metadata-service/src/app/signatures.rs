@@ -63,7 +63,8 @@ pub(super) async fn put_signature(
     ingest::validate_signature(&bytes)
         .map_err(|Invalid(why)| ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", why))?;
     let meta = state
-        .meta(&id)
+        .find_meta(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
     let admin = caller.scope == Scope::Admin;
     if state.collector_keys.is_empty() {
@@ -85,7 +86,7 @@ pub(super) async fn put_signature(
         let id2 = id.clone();
         let stored = blocking(move || worker.store.body(&id2, Encoding::Identity))
             .await?
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::not_found(format!("no baseline for image id {id}")))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         state.check_signature(&stored, Some(&text), &id)?;
@@ -100,7 +101,7 @@ pub(super) async fn put_signature(
         }
     })
     .await?
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::store)?;
     let status = match outcome {
         SignaturePut::Created if admin => {
             tracing::warn!(image_id = %id, caller = %caller.id, "signature stored by an admin token (replaces any earlier one)");
@@ -137,7 +138,7 @@ pub(super) async fn get_signature(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = image_id(path)?;
-    if state.meta(&id).is_none() {
+    if state.find_meta(&id).await?.is_none() {
         return Err(ApiError::not_found(format!(
             "no baseline for image id {id}"
         )));
@@ -146,7 +147,7 @@ pub(super) async fn get_signature(
     let id2 = id.clone();
     let signature = blocking(move || worker.store.signature(&id2))
         .await?
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(format!("no signature stored for image id {id}")))?;
     Ok((
         [(

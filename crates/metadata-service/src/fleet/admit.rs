@@ -41,10 +41,15 @@ pub enum Refusal {
     BadSignature(String),
     KeyMismatch,
     NoHostKey,
-    Replay { last_seq: u64 },
+    Replay {
+        last_seq: u64,
+    },
     UnknownImage(String),
     RateLimited,
     Store(StoreError),
+    /// Another replica wrote the host since this one looked (internal: the report is
+    /// decided again).
+    Conflict(String),
 }
 
 impl Refusal {
@@ -59,6 +64,7 @@ impl Refusal {
             Refusal::UnknownImage(_) => "unknown_image",
             Refusal::RateLimited => "rate_limited",
             Refusal::Store(_) => "store_error",
+            Refusal::Conflict(_) => "rate_limited",
         }
     }
 }
@@ -84,15 +90,41 @@ fn header_text(value: &str, what: &str) -> Result<String, Refusal> {
         .map_err(|_| Refusal::Invalid(format!("{what}: not base64 text")))
 }
 
+/// Times a report is decided again when another replica wrote its host meanwhile.
+const CONFLICT_RETRIES: usize = 3;
+
 impl Fleet {
     /// Admits a report (see the module doc). `image_known` says whether an image id has
-    /// a stored baseline.
+    /// a stored baseline. When the store finds that another replica wrote the host
+    /// since this one looked, the host is read again and the report decided again
+    /// (a few times, then `429`).
     pub async fn admit(
         &self,
         body: Bytes,
         signature: Option<&str>,
         host_key: Option<&str>,
         image_known: impl Fn(&str) -> bool,
+    ) -> Result<Admitted, Refusal> {
+        for _ in 0..CONFLICT_RETRIES {
+            match self
+                .admit_once(body.clone(), signature, host_key, &image_known)
+                .await
+            {
+                Err(Refusal::Conflict(host_id)) => {
+                    self.refresh_host(&host_id).await.map_err(Refusal::Store)?
+                }
+                outcome => return outcome,
+            }
+        }
+        Err(Refusal::RateLimited)
+    }
+
+    async fn admit_once(
+        &self,
+        body: Bytes,
+        signature: Option<&str>,
+        host_key: Option<&str>,
+        image_known: &impl Fn(&str) -> bool,
     ) -> Result<Admitted, Refusal> {
         let report = HostReport::parse(&body, self.config.max_report_anomalies)
             .map_err(|error| Refusal::Invalid(error.to_string()))?;
@@ -285,6 +317,7 @@ impl Fleet {
                 signature,
                 bytes: body,
             },
+            expect: crate::store::Expect::of(previous.as_ref()),
             // The cap counts in seqs; after a jump it never takes more of the earlier
             // reports than the cap would have anyway.
             prune_through: Some(
@@ -295,10 +328,14 @@ impl Fleet {
             )
             .filter(|through| *through > 0),
         };
-        self.writer
+        if !self
+            .writer
             .commit(vec![write], audit)
             .await
-            .map_err(Refusal::Store)?;
+            .map_err(Refusal::Store)?
+        {
+            return Err(Refusal::Conflict(report.host_id));
+        }
 
         let mut state = self.state();
         let previous_image = previous

@@ -9,10 +9,12 @@
 //! * `views.rs` — the JSON of `/fleet`, `/hosts`, `/drift`.
 //! * `admit.rs` — what `POST /reports` decides, in order.
 //! * `daily.rs` — each image's daily counts over the last 14 days, and their sampler.
+//! * `follow.rs` — replicas sharing one store follow each other's writes.
 
 mod admit;
 pub mod daily;
 pub mod drift;
+pub mod follow;
 pub mod host;
 pub mod views;
 pub mod writer;
@@ -84,6 +86,9 @@ pub struct Fleet {
     store: Arc<dyn Store>,
     /// Refusals audited in the current second (a flood is counted, not itemised).
     refusals: Mutex<admit::RefusalWindow>,
+    /// Where following the other replicas' writes starts (`None`: the store is this
+    /// process's alone).
+    pub follow_from: Option<u64>,
 }
 
 pub fn now_secs() -> u64 {
@@ -106,6 +111,8 @@ impl Fleet {
         audit: Option<Arc<Audit>>,
         config: FleetConfig,
     ) -> Result<Fleet, StoreError> {
+        // Taken before anything is read: what is written meanwhile is followed.
+        let follow_from = store.change_cursor()?;
         let mut state = FleetState::default();
         for accept in store.accepts()? {
             state.accepts.insert(accept);
@@ -140,6 +147,7 @@ impl Fleet {
             audit,
             store,
             refusals: Mutex::new(admit::RefusalWindow::default()),
+            follow_from,
         })
     }
 

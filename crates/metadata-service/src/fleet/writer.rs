@@ -15,7 +15,7 @@ const MAX_JOBS: usize = 2048;
 struct Job {
     writes: Vec<FleetWrite>,
     audit: Vec<AuditRecord>,
-    done: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+    done: Option<tokio::sync::oneshot::Sender<Result<bool, StoreError>>>,
 }
 
 /// The handle handlers hold.
@@ -34,11 +34,13 @@ impl Writer {
     }
 
     /// Makes `writes` durable and appends `audit`; returns once both are done.
+    /// `Ok(false)`: a write's expectation of its host did not hold (another replica
+    /// wrote it since): nothing of this job was written, its audit neither.
     pub async fn commit(
         &self,
         writes: Vec<FleetWrite>,
         audit: Vec<AuditRecord>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = Job {
             writes,
@@ -86,30 +88,43 @@ fn run(store: &dyn Store, audit: Option<&Audit>, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let had_writes: Vec<bool> = jobs.iter().map(|job| !job.writes.is_empty()).collect();
+        let counts: Vec<usize> = jobs.iter().map(|job| job.writes.len()).collect();
         let writes: Vec<FleetWrite> = jobs
             .iter_mut()
             .flat_map(|job| std::mem::take(&mut job.writes))
             .collect();
         let committed = if writes.is_empty() {
-            Ok(())
+            Ok(Vec::new())
         } else {
             store.apply(&writes)
         };
+        // Each job's outcome: all its writes applied (a job is one report, or one
+        // admin action), or not; or the commit's error.
+        let mut outcomes: Vec<Result<bool, StoreError>> = Vec::with_capacity(jobs.len());
+        let mut at = 0;
+        for count in &counts {
+            outcomes.push(match &committed {
+                Ok(applied) => Ok(applied
+                    .get(at..at + count)
+                    .is_some_and(|applied| applied.iter().all(|done| *done))),
+                Err(error) => Err(error.clone()),
+            });
+            at += count;
+        }
         if let Some(audit) = audit {
-            // Records of jobs whose writes did not commit are not written: nothing
+            // Records of jobs whose writes were not written are not either: nothing
             // happened. Refusals (no writes) are always recorded.
             let records: Vec<&AuditRecord> = jobs
                 .iter()
-                .zip(&had_writes)
-                .filter(|(_, had)| committed.is_ok() || !**had)
+                .zip(counts.iter().zip(&outcomes))
+                .filter(|(_, (count, outcome))| **count == 0 || matches!(outcome, Ok(true)))
                 .flat_map(|(job, _)| job.audit.iter())
                 .collect();
             audit.append(&records);
         }
-        for job in jobs {
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
             if let Some(done) = job.done {
-                let _ = done.send(committed.clone());
+                let _ = done.send(outcome);
             }
         }
     }

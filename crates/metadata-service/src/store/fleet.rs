@@ -70,20 +70,83 @@ pub struct DailyRecord {
     pub stale: u64,
 }
 
+/// What a write expects of the stored host: it is applied only if the host is still
+/// so. A service decides on what it last saw of a host; replicas sharing one store may
+/// have taken a report of the same host since, and then the write is not applied
+/// ([`super::Store::apply`] says so) and the service looks again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No record of the host.
+    Absent,
+    /// The host's record with this last seq and this pinned key.
+    Record {
+        last_seq: u64,
+        public_key: Option<String>,
+    },
+}
+
+impl Expect {
+    /// What `record` (as last seen) expects, or `Absent` for none.
+    pub fn of(record: Option<&HostRecord>) -> Expect {
+        match record {
+            Some(record) => Expect::Record {
+                last_seq: record.last_seq,
+                public_key: record.public_key.clone(),
+            },
+            None => Expect::Absent,
+        }
+    }
+
+    /// Whether the stored record (or its absence) is as expected.
+    pub fn holds(&self, stored: Option<&HostRecord>) -> bool {
+        match (self, stored) {
+            (Expect::Absent, None) => true,
+            (
+                Expect::Record {
+                    last_seq,
+                    public_key,
+                },
+                Some(stored),
+            ) => stored.last_seq == *last_seq && stored.public_key == *public_key,
+            _ => false,
+        }
+    }
+}
+
+/// What changed in a store shared with other service processes (see
+/// [`super::Store::changes`]).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Hosts other processes wrote since the cursor.
+    pub hosts: Vec<HostRecord>,
+    /// Baselines stored since the cursor.
+    pub baselines: Vec<crate::ingest::BaselineMeta>,
+    /// Every accept, when any was added or removed since the cursor.
+    pub accepts: Option<Vec<Accept>>,
+    /// Where the next call goes on from.
+    pub cursor: u64,
+}
+
 /// One change to the fleet's stored state; [`super::Store::apply`] makes a batch of
 /// them durable at once (the service's group commit).
 #[derive(Debug, Clone)]
 pub enum FleetWrite {
     /// A report and its host's new record; reports of the host at or below
-    /// `prune_through` are removed in the same commit (the per-host cap).
+    /// `prune_through` are removed in the same commit (the per-host cap). Applied
+    /// only if the stored host is as `expect` says.
     Report {
         host: HostRecord,
         seq: u64,
         report: StoredReport,
         prune_through: Option<u64>,
+        expect: Expect,
     },
-    /// A host's record alone (its key removed by an admin).
-    Host(HostRecord),
+    /// A host's record alone (its key removed by an admin), if the stored host is as
+    /// `expect` says.
+    Host {
+        host: HostRecord,
+        expect: Expect,
+    },
     PutAccept(Accept),
     DeleteAccept(String),
     /// An image's counts of a day, in place of any earlier record of that day.

@@ -20,7 +20,9 @@ mod recover;
 mod sled;
 mod sled_fleet;
 
-pub use self::fleet::{Accept, DailyRecord, FleetWrite, HostRecord, ReportRow, StoredReport};
+pub use self::fleet::{
+    Accept, Changes, DailyRecord, Expect, FleetWrite, HostRecord, ReportRow, StoredReport,
+};
 pub use self::postgres::{
     is_postgres_url, PgOptions, PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION,
 };
@@ -41,6 +43,24 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// How an [`StoreError::unavailable`] message starts.
+const UNAVAILABLE: &str = "the store is unreachable: ";
+
+impl StoreError {
+    /// The store cannot be reached now (its database is down, restarting or out of
+    /// connections): the request gets a `503` with `Retry-After`, not a `500`.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        StoreError(format!("{UNAVAILABLE}{detail}"))
+    }
+
+    /// Whether this is [`StoreError::unavailable`]. (A prefix rather than a field: the
+    /// type is a plain message built in many places, and only this one kind matters to
+    /// callers.)
+    pub fn is_unavailable(&self) -> bool {
+        self.0.starts_with(UNAVAILABLE)
+    }
+}
 
 impl From<::sled::Error> for StoreError {
     fn from(error: ::sled::Error) -> Self {
@@ -123,9 +143,12 @@ pub trait Store: Send + Sync + 'static {
     // The fleet (REFERENCE §7).
 
     /// Makes a batch of fleet writes durable with one commit (one disk flush for all):
-    /// when it returns `Ok`, every write of the batch survives a crash; each write is
-    /// atomic on its own.
-    fn apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError>;
+    /// when it returns `Ok`, every write of the batch that was applied survives a
+    /// crash; each write is atomic on its own. Says for each write whether it was
+    /// applied (`false`: its [`Expect`] did not hold, nothing of it was written).
+    fn apply(&self, writes: &[FleetWrite]) -> Result<Vec<bool>, StoreError>;
+    /// One host's record.
+    fn host(&self, host_id: &str) -> Result<Option<HostRecord>, StoreError>;
     /// Every host (loaded at start-up; the service keeps the fleet's state in memory).
     fn hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
     /// One stored report of a host.
@@ -150,4 +173,32 @@ pub trait Store: Send + Sync + 'static {
     /// The daily records of every image from `since_day` (days since the Unix epoch)
     /// on, in any order.
     fn daily(&self, since_day: u64) -> Result<Vec<DailyRecord>, StoreError>;
+
+    // Replicas: several service processes sharing one store.
+
+    /// The metadata of one stored baseline.
+    fn meta(&self, image_id: &str) -> Result<Option<BaselineMeta>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|meta| meta.image_id == image_id))
+    }
+    /// Where [`Store::changes`] starts from now; `None` for a store only this process
+    /// writes (the embedded one: it locks its directory), which has nothing to follow.
+    /// Taken before the state is loaded, so nothing written meanwhile is missed.
+    fn change_cursor(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// What any process sharing the store wrote since `cursor` (this one's own writes
+    /// may come back too: applying them again changes nothing).
+    fn changes(&self, cursor: u64) -> Result<Changes, StoreError> {
+        Ok(Changes {
+            cursor,
+            ..Changes::default()
+        })
+    }
+    /// Whether the store can be reached now (`/healthz`); the error says why not.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -396,8 +396,16 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn apply(&self, writes: &[super::FleetWrite]) -> Result<(), StoreError> {
+    fn apply(&self, writes: &[super::FleetWrite]) -> Result<Vec<bool>, StoreError> {
         self.fleet_apply(writes)
+    }
+
+    fn host(&self, host_id: &str) -> Result<Option<super::HostRecord>, StoreError> {
+        self.fleet_host(host_id)
+    }
+
+    fn meta(&self, image_id: &str) -> Result<Option<BaselineMeta>, StoreError> {
+        self.meta_of(image_id)
     }
 
     fn hosts(&self) -> Result<Vec<super::HostRecord>, StoreError> {

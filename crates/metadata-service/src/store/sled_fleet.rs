@@ -90,20 +90,41 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 impl SledStore {
-    pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError> {
+    pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<Vec<bool>, StoreError> {
         // Keys of reports the per-host cap removes, found before the batches are
         // built (a batch does not scan).
         let mut pruned = Vec::new();
         let mut encoded = Vec::with_capacity(writes.len());
         let mut days = Vec::new();
+        let mut applied = Vec::with_capacity(writes.len());
+        // Host records as this batch leaves them, for the expectations of its later
+        // writes (only this process writes a sled store: they hold but for a bug).
+        let mut written: std::collections::HashMap<&str, &HostRecord> = Default::default();
         for write in writes {
+            let holds = |expect: &super::Expect, host_id: &str| -> Result<bool, StoreError> {
+                Ok(match written.get(host_id) {
+                    Some(record) => expect.holds(Some(record)),
+                    None => expect.holds(self.fleet_host(host_id)?.as_ref()),
+                })
+            };
+            match write {
+                FleetWrite::Report { host, expect, .. } | FleetWrite::Host { host, expect }
+                    if !holds(expect, &host.host_id)? =>
+                {
+                    applied.push(false);
+                    continue;
+                }
+                _ => applied.push(true),
+            }
             match write {
                 FleetWrite::Report {
                     host,
                     seq,
                     report,
                     prune_through,
+                    ..
                 } => {
+                    written.insert(&host.host_id, host);
                     if let Some(through) = prune_through {
                         let start = report_key(&host.host_id, 0)?;
                         let end = report_key(&host.host_id, *through)?;
@@ -117,7 +138,8 @@ impl SledStore {
                         None,
                     ));
                 }
-                FleetWrite::Host(host) => {
+                FleetWrite::Host { host, .. } => {
+                    written.insert(&host.host_id, host);
                     encoded.push((None, Some((host.host_id.clone(), json(host)?)), None))
                 }
                 FleetWrite::PutAccept(accept) => {
@@ -165,7 +187,16 @@ impl SledStore {
         self.accepts.apply_batch(accepts)?;
         self.daily.apply_batch(daily)?;
         self.db.flush()?;
-        Ok(())
+        Ok(applied)
+    }
+
+    pub(super) fn fleet_host(&self, host_id: &str) -> Result<Option<HostRecord>, StoreError> {
+        match self.hosts.get(host_id.as_bytes())? {
+            Some(value) => serde_json::from_slice(&value)
+                .map(Some)
+                .map_err(|error| StoreError(format!("a stored host is damaged: {error}"))),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn fleet_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {

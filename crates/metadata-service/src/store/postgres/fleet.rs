@@ -4,7 +4,7 @@
 
 use super::{clamp_i64, to_i64, to_u64, PgStore};
 use crate::store::{
-    Accept, DailyRecord, FleetWrite, HostRecord, ReportRow, StoreError, StoredReport,
+    Accept, DailyRecord, Expect, FleetWrite, HostRecord, ReportRow, StoreError, StoredReport,
 };
 use ::postgres::types::Json;
 use bytes::Bytes;
@@ -26,15 +26,40 @@ const PUT_REPORT: &str = "INSERT INTO reports (host_id, seq, received, signature
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (host_id, seq) DO UPDATE SET received = EXCLUDED.received,
          signature = EXCLUDED.signature, bytes = EXCLUDED.bytes";
-const PUT_HOST: &str = "INSERT INTO hosts (host_id, record) VALUES ($1, $2)
-     ON CONFLICT (host_id) DO UPDATE SET record = EXCLUDED.record";
+/// A new host: nothing is written if another replica stored it first.
+const NEW_HOST: &str = "INSERT INTO hosts (host_id, record, replica) VALUES ($1, $2, $3)
+     ON CONFLICT (host_id) DO NOTHING";
+/// A known host, if it is still as the writer saw it (its last seq and pinned key):
+/// of two replicas taking reports of one host, one wins and the other looks again.
+/// `FOR UPDATE`-free: the UPDATE's row lock makes the second writer wait for the
+/// first's commit and then re-check its condition on the new row.
+const UPDATE_HOST: &str = "UPDATE hosts SET record = $2, replica = $5, xid = pg_current_xact_id()
+     WHERE host_id = $1 AND (record->>'last_seq')::bigint = $3
+       AND (record->>'public_key') IS NOT DISTINCT FROM $4";
 const PUT_ACCEPT: &str = "INSERT INTO accepts (id, record) VALUES ($1, $2)
      ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record";
 const DELETE_ACCEPT: &str = "DELETE FROM accepts WHERE id = $1";
+const ACCEPTS_CHANGED: &str = "UPDATE accepts_changed SET xid = pg_current_xact_id()";
 const PUT_DAILY: &str = "INSERT INTO daily (image_id, day, hosts, drifted, failing, stale)
      VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (image_id, day) DO UPDATE SET hosts = EXCLUDED.hosts,
          drifted = EXCLUDED.drifted, failing = EXCLUDED.failing, stale = EXCLUDED.stale";
+
+pub(super) fn read_accepts(rows: &[::postgres::Row]) -> Result<Vec<Accept>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, Json<Accept>>(0)
+                .map(|Json(accept)| accept)
+                .map_err(|error| StoreError(format!("a stored accept is damaged: {error}")))
+        })
+        .collect()
+}
+
+pub(super) fn read_host(row: &::postgres::Row) -> Result<HostRecord, StoreError> {
+    row.try_get::<_, Json<HostRecord>>(0)
+        .map(|Json(host)| host)
+        .map_err(|error| StoreError(format!("a stored host is damaged: {error}")))
+}
 
 fn row_report(row: &::postgres::Row) -> Result<ReportRow, StoreError> {
     let seq: i64 = row.try_get(0)?;
@@ -53,38 +78,67 @@ fn row_report(row: &::postgres::Row) -> Result<ReportRow, StoreError> {
 }
 
 impl PgStore {
-    pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<(), StoreError> {
+    pub(super) fn fleet_apply(&self, writes: &[FleetWrite]) -> Result<Vec<bool>, StoreError> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.pool.with(|conn| {
             let prune = conn.statement(PRUNE_THROUGH)?;
             let put_report = conn.statement(PUT_REPORT)?;
-            let put_host = conn.statement(PUT_HOST)?;
+            let new_host = conn.statement(NEW_HOST)?;
+            let update_host = conn.statement(UPDATE_HOST)?;
             let put_accept = conn.statement(PUT_ACCEPT)?;
             let delete_accept = conn.statement(DELETE_ACCEPT)?;
+            let accepts_changed = conn.statement(ACCEPTS_CHANGED)?;
             let put_daily = conn.statement(PUT_DAILY)?;
             let mut transaction = conn.client.transaction()?;
-            // The per-host caps first, as the embedded store does (its removals are found
-            // before the batch and applied before its inserts): a report of this batch is
-            // never removed by a cap of the same batch.
+            let mut accepts = false;
+            // The hosts first, in order (their expectations decide; a later write of
+            // the batch sees an earlier one's row), then the per-host caps, then the
+            // reports, as the embedded store does: a report of the batch is never
+            // removed by a cap of the same batch.
+            let mut applied = Vec::with_capacity(writes.len());
             for write in writes {
+                applied.push(match write {
+                    FleetWrite::Report { host, expect, .. } | FleetWrite::Host { host, expect } => {
+                        check_host(&host.host_id)?;
+                        let rows = match expect {
+                            Expect::Absent => transaction
+                                .execute(&new_host, &[&host.host_id, &Json(host), &self.replica])?,
+                            Expect::Record {
+                                last_seq,
+                                public_key,
+                            } => transaction.execute(
+                                &update_host,
+                                &[
+                                    &host.host_id,
+                                    &Json(host),
+                                    &to_i64(*last_seq, "last seq")?,
+                                    public_key,
+                                    &self.replica,
+                                ],
+                            )?,
+                        };
+                        rows == 1
+                    }
+                    _ => true,
+                });
+            }
+            for (write, _) in writes.iter().zip(&applied).filter(|(_, done)| **done) {
                 if let FleetWrite::Report {
                     host,
                     prune_through: Some(through),
                     ..
                 } = write
                 {
-                    check_host(&host.host_id)?;
                     transaction.execute(&prune, &[&host.host_id, &clamp_i64(*through)])?;
                 }
             }
-            for write in writes {
+            for (write, _) in writes.iter().zip(&applied).filter(|(_, done)| **done) {
                 match write {
                     FleetWrite::Report {
                         host, seq, report, ..
                     } => {
-                        check_host(&host.host_id)?;
                         transaction.execute(
                             &put_report,
                             &[
@@ -95,16 +149,15 @@ impl PgStore {
                                 &report.bytes.as_ref(),
                             ],
                         )?;
-                        transaction.execute(&put_host, &[&host.host_id, &Json(host)])?;
                     }
-                    FleetWrite::Host(host) => {
-                        transaction.execute(&put_host, &[&host.host_id, &Json(host)])?;
-                    }
+                    FleetWrite::Host { .. } => {}
                     FleetWrite::PutAccept(accept) => {
                         transaction.execute(&put_accept, &[&accept.id, &Json(accept)])?;
+                        accepts = true;
                     }
                     FleetWrite::DeleteAccept(id) => {
                         transaction.execute(&delete_accept, &[id])?;
+                        accepts = true;
                     }
                     FleetWrite::Daily(record) => {
                         transaction.execute(
@@ -121,8 +174,22 @@ impl PgStore {
                     }
                 }
             }
+            if accepts {
+                transaction.execute(&accepts_changed, &[])?;
+            }
             transaction.commit()?;
-            Ok(())
+            Ok(applied)
+        })
+    }
+
+    pub(super) fn fleet_host(&self, host_id: &str) -> Result<Option<HostRecord>, StoreError> {
+        check_host(host_id)?;
+        self.pool.with(|conn| {
+            let select = conn.statement("SELECT record FROM hosts WHERE host_id = $1")?;
+            conn.client
+                .query_opt(&select, &[&host_id])?
+                .map(|row| read_host(&row))
+                .transpose()
         })
     }
 
@@ -132,11 +199,7 @@ impl PgStore {
             conn.client
                 .query(&select, &[])?
                 .iter()
-                .map(|row| {
-                    row.try_get::<_, Json<HostRecord>>(0)
-                        .map(|Json(host)| host)
-                        .map_err(|error| StoreError(format!("a stored host is damaged: {error}")))
-                })
+                .map(read_host)
                 .collect()
         })
     }
@@ -213,15 +276,7 @@ impl PgStore {
     pub(super) fn fleet_accepts(&self) -> Result<Vec<Accept>, StoreError> {
         self.pool.with(|conn| {
             let select = conn.statement("SELECT record FROM accepts ORDER BY id")?;
-            conn.client
-                .query(&select, &[])?
-                .iter()
-                .map(|row| {
-                    row.try_get::<_, Json<Accept>>(0)
-                        .map(|Json(accept)| accept)
-                        .map_err(|error| StoreError(format!("a stored accept is damaged: {error}")))
-                })
-                .collect()
+            read_accepts(&conn.client.query(&select, &[])?)
         })
     }
 

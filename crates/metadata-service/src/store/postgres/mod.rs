@@ -33,6 +33,8 @@
 //! body read is checked against the size and digest of its metadata, as from disk.
 
 mod fleet;
+mod follow;
+mod password;
 mod pool;
 mod schema;
 
@@ -47,8 +49,37 @@ use std::time::Duration;
 
 impl From<::postgres::Error> for StoreError {
     fn from(error: ::postgres::Error) -> Self {
-        StoreError(format!("PostgreSQL: {}", describe(&error)))
+        let text = format!("PostgreSQL: {}", describe(&error));
+        if unreachable(&error) {
+            StoreError::unavailable(text)
+        } else {
+            StoreError(text)
+        }
     }
+}
+
+/// Whether `error` says the server cannot be reached or cannot serve now (a lost
+/// connection, a server shutting down or starting, no connection slot, a statement
+/// cancelled by its timeout), rather than that this request is wrong.
+fn unreachable(error: &::postgres::Error) -> bool {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") // connection exception
+            || code.starts_with("53") // insufficient resources (too many connections)
+            || code == "57P01" // admin shutdown
+            || code == "57P02" // crash shutdown
+            || code == "57P03" // cannot connect now (starting up)
+            || code == "57014"; // query cancelled (statement timeout)
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    // The client's own kinds without a cause: a closed connection, a timeout.
+    error.is_closed() || error.to_string().contains("timeout")
 }
 
 /// The error with its causes: the client's own message is only its kind ("db error"),
@@ -76,15 +107,18 @@ pub struct PgOptions {
     /// The server cancels a statement that runs longer (`statement_timeout`), unless
     /// the URL sets `options`; `None`: the server's setting.
     pub statement_timeout: Option<Duration>,
+    /// A file holding the password (its first line).
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
-            pool_size: 8,
+            pool_size: 16,
             connect_timeout: Duration::from_secs(5),
-            pool_wait: Duration::from_secs(30),
-            statement_timeout: Some(Duration::from_secs(60)),
+            pool_wait: Duration::from_secs(10),
+            statement_timeout: Some(Duration::from_secs(30)),
+            password_file: None,
         }
     }
 }
@@ -97,18 +131,24 @@ pub fn is_postgres_url(location: &str) -> bool {
 /// The store on PostgreSQL (see the module documentation).
 pub struct PgStore {
     pool: Pool,
+    /// This process among the replicas (random): the host rows it writes name it, so
+    /// that following the others skips its own writes.
+    replica: String,
 }
 
 impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/db`, or a unix socket directory as
     /// `postgresql:///db?host=/run/postgresql`; that directory when the URL names no
     /// host), brings the schema up to date and checks that it can be used. The password
-    /// comes from `PGPASSWORD`, or from the URL (a warning: URLs end up in process
-    /// lists and configs).
+    /// comes from `--store-password-file`, `PGPASSWORD`, `~/.pgpass` or the URL (see
+    /// `password.rs`).
     pub fn open(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
         let config = parse_url(url, options)?;
         let pool = Pool::new(config, options.pool_size, options.pool_wait);
-        let store = PgStore { pool };
+        let mut replica = crate::ui::session::random_hex()
+            .map_err(|error| StoreError(format!("no randomness for the replica id: {error}")))?;
+        replica.truncate(16);
+        let store = PgStore { pool, replica };
         let found = store.pool.with(schema::migrate)?;
         tracing::info!(schema = SCHEMA_VERSION, found, "PostgreSQL store open");
         Ok(store)
@@ -121,8 +161,7 @@ impl PgStore {
     }
 }
 
-/// The connection settings of `url`, with the password from `PGPASSWORD` unless the
-/// URL has one.
+/// The connection settings of `url`, with the password found as `password.rs` says.
 fn parse_url(url: &str, options: &PgOptions) -> Result<::postgres::Config, StoreError> {
     if !is_postgres_url(url) {
         return Err(StoreError(format!(
@@ -132,15 +171,6 @@ fn parse_url(url: &str, options: &PgOptions) -> Result<::postgres::Config, Store
     let mut config: ::postgres::Config = url
         .parse()
         .map_err(|error| StoreError(format!("PostgreSQL URL: {error}")))?;
-    if config.get_password().is_some() {
-        tracing::warn!(
-            "the PostgreSQL URL holds a password: it shows in process lists and configs; \
-             prefer PGPASSWORD"
-        );
-    } else if let Some(password) = std::env::var_os("PGPASSWORD") {
-        use std::os::unix::ffi::OsStrExt;
-        config.password(password.as_bytes());
-    }
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         config.host_path("/run/postgresql");
     }
@@ -153,6 +183,7 @@ fn parse_url(url: &str, options: &PgOptions) -> Result<::postgres::Config, Store
     if config.get_application_name().is_none() {
         config.application_name("metadata-service");
     }
+    password::resolve(&mut config, options.password_file.as_deref())?;
     Ok(config)
 }
 
@@ -338,7 +369,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn apply(&self, writes: &[super::FleetWrite]) -> Result<(), StoreError> {
+    fn apply(&self, writes: &[super::FleetWrite]) -> Result<Vec<bool>, StoreError> {
         self.fleet_apply(writes)
     }
 
@@ -375,6 +406,26 @@ impl Store for PgStore {
     fn daily(&self, since_day: u64) -> Result<Vec<super::DailyRecord>, StoreError> {
         self.fleet_daily(since_day)
     }
+
+    fn host(&self, host_id: &str) -> Result<Option<super::HostRecord>, StoreError> {
+        self.fleet_host(host_id)
+    }
+
+    fn meta(&self, image_id: &str) -> Result<Option<BaselineMeta>, StoreError> {
+        self.pool.with(|conn| Self::meta_of(conn, image_id))
+    }
+
+    fn change_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.cursor_now().map(Some)
+    }
+
+    fn changes(&self, cursor: u64) -> Result<super::Changes, StoreError> {
+        self.changes_since(cursor)
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.ping()
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +448,7 @@ mod tests {
             config.get_connect_timeout(),
             Some(&defaults.connect_timeout)
         );
-        assert_eq!(config.get_options(), Some("-c statement_timeout=60000"));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=30000"));
         // No host at all: the local socket directory.
         assert_eq!(
             parse_url("postgres:///fleet", &defaults)

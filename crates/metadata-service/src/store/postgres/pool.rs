@@ -117,7 +117,16 @@ impl Pool {
     ) -> Result<R, StoreError> {
         outside_runtime(|| {
             let mut lease = self.get()?;
-            f(&mut lease)
+            let outcome = f(&mut lease);
+            if outcome.as_ref().is_err_and(StoreError::is_unavailable) {
+                // The server went away (a restart, a failover): the idle connections
+                // are as dead as this one. Dropped now, each would fail a request of
+                // its own before the pool learned it.
+                let idle = std::mem::take(&mut self.lock().idle);
+                self.lock().open -= idle.len();
+                drop(idle);
+            }
+            outcome
         })
     }
 
@@ -165,7 +174,7 @@ impl Pool {
                     Err(error) => {
                         self.lock().open -= 1;
                         self.freed.notify_one();
-                        Err(StoreError(format!(
+                        Err(StoreError::unavailable(format!(
                             "cannot connect to PostgreSQL: {}",
                             super::describe(&error)
                         )))
@@ -174,7 +183,7 @@ impl Pool {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(StoreError(format!(
+                return Err(StoreError::unavailable(format!(
                     "no free PostgreSQL connection within {:?} ({} in use)",
                     self.wait, self.max
                 )));

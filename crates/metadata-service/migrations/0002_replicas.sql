@@ -1,0 +1,21 @@
+-- Schema 2 of the PostgreSQL store: replicas follow each other's writes
+-- (src/store/postgres/follow.rs). Every host and baseline row carries the id of the
+-- transaction that last wrote it: a replica asks for the rows written by transactions
+-- at or after the oldest one still running when it last asked (pg_snapshot_xmin), so
+-- nothing committed out of order is missed. Host rows also name the replica that
+-- wrote them: a replica's own writes are already in its memory.
+ALTER TABLE hosts
+    ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    ADD COLUMN replica text NOT NULL DEFAULT '';
+CREATE INDEX hosts_xid ON hosts (xid);
+
+ALTER TABLE baselines ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX baselines_xid ON baselines (xid);
+
+-- A removed accept leaves no row to carry its transaction: every change to accepts
+-- also writes this one row.
+CREATE TABLE accepts_changed (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    xid xid8 NOT NULL
+);
+INSERT INTO accepts_changed (xid) VALUES (pg_current_xact_id());
