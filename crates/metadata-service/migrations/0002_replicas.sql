@@ -19,3 +19,16 @@ CREATE TABLE accepts_changed (
     xid xid8 NOT NULL
 );
 INSERT INTO accepts_changed (xid) VALUES (pg_current_xact_id());
+
+-- The pages' login sessions, shared by the replicas (a browser behind a load balancer
+-- reaches any of them): by the SHA-256 of the session id, never the id itself.
+CREATE TABLE sessions (
+    digest text COLLATE "C" PRIMARY KEY,
+    caller text NOT NULL,
+    scope text NOT NULL,
+    csrf text NOT NULL,
+    created bigint NOT NULL,
+    expires bigint NOT NULL
+);
+CREATE INDEX sessions_caller ON sessions (caller, created);
+CREATE INDEX sessions_expires ON sessions (expires);

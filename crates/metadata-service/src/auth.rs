@@ -34,7 +34,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn parse(text: &str) -> Option<Scope> {
+    pub fn parse(text: &str) -> Option<Scope> {
         Some(match text {
             "read" => Scope::Read,
             "report" => Scope::Report,
@@ -42,6 +42,15 @@ impl Scope {
             "admin" => Scope::Admin,
             _ => return None,
         })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Report => "report",
+            Scope::Baseline => "baseline",
+            Scope::Admin => "admin",
+        }
     }
 
     /// Whether a token of this scope may make a request that needs `needed`.

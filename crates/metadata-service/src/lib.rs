@@ -92,6 +92,10 @@ pub async fn run(
         Some(Arc::new(audit)),
     )?;
     state.sessions().set_secure(tls.is_some());
+    if state.fleet.follow_from.is_some() {
+        // Replicas: the pages' sessions live in the shared store.
+        state.sessions().share(state.fleet.store().clone());
+    }
     tokio::spawn(prune_reports(state.clone()));
     tokio::spawn(fleet::daily::sampler(state.clone()));
     tokio::spawn(fleet::follow::follower(state.clone()));

@@ -220,3 +220,53 @@ fn health_says_why_when_the_database_is_gone() {
     assert!(error.is_unavailable(), "{error}");
     assert!(error.to_string().contains("connect"), "{error}");
 }
+
+#[test]
+fn sessions_are_shared_bounded_per_caller_and_expire() {
+    let url = pg::cluster().database("sessions");
+    let (a, b) = (open(&url), open(&url));
+    let session = |n: u32, caller: &str, created: u64| metadata_service::store::SessionRecord {
+        digest: format!("{n:064x}"),
+        caller: caller.into(),
+        scope: "admin".into(),
+        csrf: format!("csrf-{n}"),
+        created,
+        expires: created + 100,
+    };
+    a.put_session(&session(1, "name:ops", 1000), 2, 1000)
+        .unwrap();
+    assert_eq!(
+        b.session(&format!("{:064x}", 1), 1050).unwrap(),
+        Some(session(1, "name:ops", 1000)),
+        "a session started on one replica is found on the other"
+    );
+    assert_eq!(
+        b.session(&format!("{:064x}", 1), 1100).unwrap(),
+        None,
+        "expired"
+    );
+    // Two more of the same caller with a cap of 2: the oldest ends; another caller's stays.
+    a.put_session(&session(2, "name:other", 1001), 2, 1001)
+        .unwrap();
+    a.put_session(&session(3, "name:ops", 1002), 2, 1002)
+        .unwrap();
+    a.put_session(&session(4, "name:ops", 1003), 2, 1003)
+        .unwrap();
+    assert_eq!(b.session(&format!("{:064x}", 1), 1050).unwrap(), None);
+    assert!(b.session(&format!("{:064x}", 2), 1050).unwrap().is_some());
+    assert!(b.session(&format!("{:064x}", 3), 1050).unwrap().is_some());
+    // A logout on one replica ends it on the other.
+    b.end_session(&format!("{:064x}", 3)).unwrap();
+    assert_eq!(a.session(&format!("{:064x}", 3), 1050).unwrap(), None);
+    // A login after the others expired removes them.
+    a.put_session(&session(5, "name:late", 5000), 2, 5000)
+        .unwrap();
+    let left = pg::cluster().psql(
+        url.split("///")
+            .nth(1)
+            .and_then(|rest| rest.split('?').next())
+            .unwrap(),
+        "SELECT count(*) FROM sessions",
+    );
+    assert_eq!(left.trim(), "1", "{left}");
+}

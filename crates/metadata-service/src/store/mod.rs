@@ -114,6 +114,24 @@ pub struct Recovery {
     pub temp_removed: u64,
 }
 
+/// A login session of the pages as a store shared by replicas keeps it (see
+/// `ui/session.rs`): by the SHA-256 of its id (hex), never the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub digest: String,
+    /// The caller's id (`name:NAME`, …) and scope (`read`, `admin`).
+    pub caller: String,
+    pub scope: String,
+    pub csrf: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: u64,
+}
+
+fn no_sessions() -> StoreError {
+    StoreError("this store keeps no login sessions (only one process uses it)".into())
+}
+
 /// What the service needs from a store. Every method may block (call from a blocking
 /// thread); every write returns only after it is durable.
 pub trait Store: Send + Sync + 'static {
@@ -196,6 +214,24 @@ pub trait Store: Send + Sync + 'static {
             cursor,
             ..Changes::default()
         })
+    }
+    /// Stores a session; then ends the caller's oldest beyond `per_caller` and every
+    /// expired one (`now`, Unix seconds).
+    fn put_session(
+        &self,
+        _session: &SessionRecord,
+        _per_caller: usize,
+        _now: u64,
+    ) -> Result<(), StoreError> {
+        Err(no_sessions())
+    }
+    /// The session of a digest, if it has not expired at `now`.
+    fn session(&self, _digest: &str, _now: u64) -> Result<Option<SessionRecord>, StoreError> {
+        Err(no_sessions())
+    }
+    /// Ends a session.
+    fn end_session(&self, _digest: &str) -> Result<(), StoreError> {
+        Err(no_sessions())
     }
     /// Whether the store can be reached now (`/healthz`); the error says why not.
     fn health(&self) -> Result<(), StoreError> {

@@ -83,8 +83,8 @@ pub(super) async fn login(
             }
         }
     };
-    let (id, _) = match state.sessions().start(caller) {
-        Ok(started) => started,
+    let id = match state.sessions().login(caller).await {
+        Ok(id) => id,
         Err(error) => {
             tracing::error!("cannot start a session: {error}");
             return problem(StatusCode::INTERNAL_SERVER_ERROR, None, "no session");
@@ -108,7 +108,10 @@ pub(super) async fn logout(
     if let Some(refused) = refusal(&session, &headers, csrf.as_deref(), Scope::Read) {
         return refused;
     }
-    state.sessions().end(&headers);
+    if let Err(error) = state.sessions().logout(&headers).await {
+        let error = crate::app::ApiError::store(error);
+        return problem(error.status, Some(&session), &error.detail);
+    }
     with_cookie("/ui/login", &state.sessions().removal())
 }
 

@@ -107,13 +107,7 @@ pub fn who(session: &Session) -> String {
         .id
         .strip_prefix("name:")
         .unwrap_or(&session.caller.id);
-    let scope = match session.caller.scope {
-        Scope::Admin => "admin",
-        Scope::Read => "read",
-        Scope::Report => "report",
-        Scope::Baseline => "baseline",
-    };
-    format!("{name} ({scope})")
+    format!("{name} ({})", session.caller.scope.as_str())
 }
 
 /// A table's header row, one column header per name.

@@ -73,15 +73,19 @@ async fn with_session(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match state.sessions().find(request.headers()) {
-        Some(session) => {
+    match state.sessions().lookup(request.headers()).await {
+        Err(error) => {
+            let error = crate::app::ApiError::store(error);
+            layout::problem(error.status, None, &error.detail)
+        }
+        Ok(Some(session)) => {
             request.extensions_mut().insert(session);
             next.run(request).await
         }
-        None if matches!(*request.method(), Method::GET | Method::HEAD) => {
+        Ok(None) if matches!(*request.method(), Method::GET | Method::HEAD) => {
             layout::redirect("/ui/login")
         }
-        None => layout::problem(
+        Ok(None) => layout::problem(
             StatusCode::FORBIDDEN,
             None,
             "This needs a session: log in first.",

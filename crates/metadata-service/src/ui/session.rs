@@ -4,9 +4,12 @@
 //! has its own CSRF token, carried by every form that changes something.
 //!
 //! Sessions live in memory (a restart logs everyone out) and are bounded: at most
-//! [`MAX_SESSIONS`]; when full, expired ones go first, then the oldest.
+//! [`MAX_SESSIONS`]; when full, expired ones go first, then the oldest. Replicas
+//! sharing a store keep them in it instead ([`Sessions::share`]): a browser behind a
+//! load balancer reaches any replica, and a logout ends the session on all of them.
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
+use crate::store::{SessionRecord, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,8 @@ pub struct Sessions {
     by_digest: Mutex<HashMap<[u8; 32], Session>>,
     /// Cookies get `Secure` (the service serves TLS).
     secure: AtomicBool,
+    /// The store shared with other replicas, which then holds the sessions.
+    shared: std::sync::OnceLock<std::sync::Arc<dyn Store>>,
 }
 
 /// 32 random bytes as hex, from the kernel.
@@ -53,9 +58,92 @@ fn digest(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    crate::fleet::now_secs()
+}
+
 impl Sessions {
     pub fn set_secure(&self, secure: bool) {
         self.secure.store(secure, Ordering::Relaxed);
+    }
+
+    /// Keeps the sessions in `store`, shared with other replicas, from now on.
+    pub fn share(&self, store: std::sync::Arc<dyn Store>) {
+        let _ = self.shared.set(store);
+    }
+
+    /// Starts a session for `caller` (in the shared store when there is one): its id
+    /// for the cookie.
+    pub async fn login(&self, caller: Caller) -> Result<String, String> {
+        let Some(store) = self.shared.get().cloned() else {
+            return self
+                .start(caller)
+                .map(|(id, _)| id)
+                .map_err(|error| error.to_string());
+        };
+        let id = random_hex().map_err(|error| error.to_string())?;
+        let now = unix_now();
+        let record = SessionRecord {
+            digest: hex(&digest(&id)),
+            caller: caller.id,
+            scope: caller.scope.as_str().to_owned(),
+            csrf: random_hex().map_err(|error| error.to_string())?,
+            created: now,
+            expires: now + LIFETIME.as_secs(),
+        };
+        tokio::task::spawn_blocking(move || store.put_session(&record, MAX_PER_TOKEN, now))
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| error.to_string())?;
+        Ok(id)
+    }
+
+    /// The live session of a request's cookie (from the shared store when there is
+    /// one: every replica sees a logout at once).
+    pub async fn lookup(&self, headers: &http::HeaderMap) -> Result<Option<Session>, StoreError> {
+        let Some(store) = self.shared.get().cloned() else {
+            return Ok(self.find(headers));
+        };
+        let Some(id) = cookie_value(headers) else {
+            return Ok(None);
+        };
+        let key = hex(&digest(id));
+        let now = unix_now();
+        let record = tokio::task::spawn_blocking(move || store.session(&key, now))
+            .await
+            .map_err(|error| StoreError(error.to_string()))??;
+        Ok(record.and_then(|record| {
+            let scope = Scope::parse(&record.scope)?;
+            let at = Instant::now();
+            Some(Session {
+                caller: Caller {
+                    scope,
+                    id: record.caller,
+                },
+                csrf: record.csrf,
+                expires: at + Duration::from_secs(record.expires.saturating_sub(now)),
+                created: at,
+            })
+        }))
+    }
+
+    /// Ends the session of a request's cookie (everywhere).
+    pub async fn logout(&self, headers: &http::HeaderMap) -> Result<(), StoreError> {
+        let Some(store) = self.shared.get().cloned() else {
+            self.end(headers);
+            return Ok(());
+        };
+        let Some(id) = cookie_value(headers) else {
+            return Ok(());
+        };
+        let key = hex(&digest(id));
+        tokio::task::spawn_blocking(move || store.end_session(&key))
+            .await
+            .map_err(|error| StoreError(error.to_string()))?
     }
 
     /// Starts a session for `caller`: its id (for the cookie) and the session.

@@ -37,6 +37,7 @@ mod follow;
 mod password;
 mod pool;
 mod schema;
+mod sessions;
 
 pub use self::schema::SCHEMA_VERSION;
 
@@ -425,6 +426,23 @@ impl Store for PgStore {
 
     fn health(&self) -> Result<(), StoreError> {
         self.ping()
+    }
+
+    fn put_session(
+        &self,
+        session: &super::SessionRecord,
+        per_caller: usize,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.session_put(session, per_caller, now)
+    }
+
+    fn session(&self, digest: &str, now: u64) -> Result<Option<super::SessionRecord>, StoreError> {
+        self.session_get(digest, now)
+    }
+
+    fn end_session(&self, digest: &str) -> Result<(), StoreError> {
+        self.session_end(digest)
     }
 }
 
