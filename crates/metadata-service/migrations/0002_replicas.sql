@@ -32,3 +32,14 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_caller ON sessions (caller, created);
 CREATE INDEX sessions_expires ON sessions (expires);
+
+-- The audit records of every replica, for GET /audit on any of them. Each replica's
+-- tamper-evident chain (MACs, checkpoints) stays in its own DATA/audit, checked there;
+-- this is the merged listing, newest first by `id`.
+CREATE TABLE audit (
+    id bigserial PRIMARY KEY,
+    replica text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    record json NOT NULL,
+    UNIQUE (replica, seq)
+);

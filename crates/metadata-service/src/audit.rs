@@ -65,19 +65,42 @@ impl Audit {
     }
 
     /// Appends records (in batches of the log's maximum). A failure is logged and
-    /// counted, never hidden.
-    pub fn append(&self, records: &[&AuditRecord]) {
+    /// counted, never hidden. Returns the records written, each with its seq in the
+    /// chain (for the listing replicas share, `Store::append_audit`).
+    pub fn append(&self, records: &[&AuditRecord]) -> Vec<(u64, serde_json::Value)> {
+        let mut written = Vec::new();
         for chunk in records.chunks(bulletproof_seclog::MAX_BATCH) {
             let batch: Vec<(&str, &str, serde_json::Value)> = chunk
                 .iter()
                 .map(|record| (record.event, record.msg.as_str(), record.data.clone()))
                 .collect();
-            if let Err(error) = self.log.append_many(COMPONENT, &batch) {
-                self.metrics_failed
-                    .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!("{} audit record(s) not written: {error:#}", chunk.len());
+            match self.log.append_many(COMPONENT, &batch) {
+                Ok(Some(last)) => {
+                    let ts = integrity_common::manifest::now_timestamp();
+                    let first = last + 1 - chunk.len() as u64;
+                    for (seq, record) in (first..).zip(chunk) {
+                        written.push((
+                            seq,
+                            serde_json::json!({
+                                "seq": seq,
+                                "ts": ts,
+                                "component": COMPONENT,
+                                "event": record.event,
+                                "msg": record.msg,
+                                "data": record.data,
+                            }),
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.metrics_failed
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!("{} audit record(s) not written: {error:#}", chunk.len());
+                }
             }
         }
+        written
     }
 
     /// Records that could not be written since start.

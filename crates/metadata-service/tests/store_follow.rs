@@ -92,7 +92,9 @@ fn a_replica_learns_the_others_writes_and_not_its_own() {
     // Nothing yet.
     let nothing = b.changes(cursor).unwrap();
     assert!(nothing.hosts.is_empty() && nothing.baselines.is_empty());
-    assert!(nothing.accepts.is_none());
+    // (A transaction still open elsewhere in the cluster may hold the cursor back to
+    // before the migration: then the empty accepts come, which is no change.)
+    assert!(matches!(nothing.accepts.as_deref(), None | Some([])));
 
     assert_eq!(
         a.apply(&[
@@ -269,4 +271,25 @@ fn sessions_are_shared_bounded_per_caller_and_expire() {
         "SELECT count(*) FROM sessions",
     );
     assert_eq!(left.trim(), "1", "{left}");
+}
+
+#[test]
+fn every_replicas_audit_records_are_listed_newest_first() {
+    let url = pg::cluster().database("audit");
+    let (a, b) = (open(&url), open(&url));
+    let record = |seq: u64, event: &str| (seq, serde_json::json!({"seq": seq, "event": event}));
+    a.append_audit(&[record(1, "enroll"), record(2, "accept")])
+        .unwrap();
+    b.append_audit(&[record(1, "key_deleted")]).unwrap();
+    // The same record again (a retry) is listed once.
+    a.append_audit(&[record(2, "accept")]).unwrap();
+    let listed = b.audit_tail(10).unwrap();
+    let events: Vec<&str> = listed
+        .iter()
+        .map(|record| record["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["key_deleted", "accept", "enroll"]);
+    assert_ne!(listed[0]["replica"], listed[1]["replica"]);
+    assert_eq!(listed[1]["replica"], listed[2]["replica"]);
+    assert_eq!(a.audit_tail(1).unwrap().len(), 1);
 }

@@ -56,16 +56,20 @@ pub(super) async fn get_audit(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    let Some(audit) = state.fleet.audit.clone() else {
+    if state.fleet.audit.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_audit",
             "this service keeps no audit log",
         ));
-    };
-    let records = blocking(move || audit.tail(limit))
+    }
+    let worker = state.clone();
+    let records = blocking(move || worker.fleet.audit_records(limit))
         .await?
-        .map_err(ApiError::internal)?;
+        .map_err(|error| match error.downcast::<crate::store::StoreError>() {
+            Ok(error) => ApiError::store(error),
+            Err(error) => ApiError::internal(error),
+        })?;
     let body = serde_json::json!({ "records": records });
     Ok(json_body(body.to_string().into_bytes()).into_response())
 }

@@ -138,7 +138,7 @@ impl Fleet {
             let host = Host::new(record, latest, config.host_burst, now);
             state.hosts.insert(host.record.host_id.clone(), host);
         }
-        let writer = Writer::start(store.clone(), audit.clone())
+        let writer = Writer::start(store.clone(), audit.clone(), follow_from.is_some())
             .map_err(|error| StoreError(format!("cannot start the fleet writer: {error}")))?;
         Ok(Fleet {
             config,
@@ -159,6 +159,18 @@ impl Fleet {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The newest `limit` audit records, newest first: every replica's from the shared
+    /// store, else this service's own log. Blocking.
+    pub fn audit_records(&self, limit: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+        if self.follow_from.is_some() {
+            return Ok(self.store.audit_tail(limit)?);
+        }
+        match &self.audit {
+            Some(audit) => audit.tail(limit),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Sets a host's new latest report in memory (after its commit).

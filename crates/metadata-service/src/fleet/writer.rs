@@ -25,11 +25,17 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread. It ends when the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>, audit: Option<Arc<Audit>>) -> std::io::Result<Writer> {
+    /// `shared`: the store is shared with other replicas, which list this one's audit
+    /// records too.
+    pub fn start(
+        store: Arc<dyn Store>,
+        audit: Option<Arc<Audit>>,
+        shared: bool,
+    ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(MAX_JOBS * 4);
         std::thread::Builder::new()
             .name("fleet-writer".into())
-            .spawn(move || run(&*store, audit.as_deref(), &queue))?;
+            .spawn(move || run(&*store, audit.as_deref(), shared, &queue))?;
         Ok(Writer { jobs })
     }
 
@@ -79,7 +85,7 @@ impl Writer {
     }
 }
 
-fn run(store: &dyn Store, audit: Option<&Audit>, queue: &mpsc::Receiver<Job>) {
+fn run(store: &dyn Store, audit: Option<&Audit>, shared: bool, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS {
@@ -120,7 +126,17 @@ fn run(store: &dyn Store, audit: Option<&Audit>, queue: &mpsc::Receiver<Job>) {
                 .filter(|(_, (count, outcome))| **count == 0 || matches!(outcome, Ok(true)))
                 .flat_map(|(job, _)| job.audit.iter())
                 .collect();
-            audit.append(&records);
+            let written = audit.append(&records);
+            if shared && !written.is_empty() {
+                if let Err(error) = store.append_audit(&written) {
+                    // The records are in this replica's own chain; only the listing
+                    // other replicas show lacks them.
+                    tracing::error!(
+                        "{} audit record(s) not added to the replicas' listing: {error}",
+                        written.len()
+                    );
+                }
+            }
         }
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             if let Some(done) = job.done {

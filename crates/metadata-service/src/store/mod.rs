@@ -233,6 +233,20 @@ pub trait Store: Send + Sync + 'static {
     fn end_session(&self, _digest: &str) -> Result<(), StoreError> {
         Err(no_sessions())
     }
+    /// Adds audit records of this replica (its chain's seq and the record) to the
+    /// listing replicas share.
+    fn append_audit(&self, _records: &[(u64, serde_json::Value)]) -> Result<(), StoreError> {
+        Err(StoreError(
+            "this store keeps no shared audit listing".into(),
+        ))
+    }
+    /// The newest `limit` audit records of every replica, newest first, each with
+    /// the replica that wrote it.
+    fn audit_tail(&self, _limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        Err(StoreError(
+            "this store keeps no shared audit listing".into(),
+        ))
+    }
     /// Whether the store can be reached now (`/healthz`); the error says why not.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())

@@ -79,8 +79,10 @@ pub(super) async fn audit(
             "This service keeps no audit log.",
         );
     };
-    let worker = audit.clone();
-    let checked = tokio::task::spawn_blocking(move || (worker.verify(), worker.tail(AUDIT))).await;
+    let worker = state.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || (audit.verify(), worker.fleet.audit_records(AUDIT)))
+            .await;
     let (verdict, records) = match checked {
         Ok((verdict, Ok(records))) => (verdict, records),
         Ok((_, Err(error))) => {
@@ -98,7 +100,11 @@ pub(super) async fn audit(
             )
         }
     };
+    let shared = state.fleet.follow_from.is_some();
     let body = html! {
+        @if shared {
+            p.hint { "Records of every replica, from the shared database. Each replica keeps its own tamper-evident chain; the check below is this replica's." }
+        }
         p #verification {
             @match &verdict {
                 Ok(verdict) => @match &verdict.problem {
@@ -110,11 +116,16 @@ pub(super) async fn audit(
         }
         p.hint { "A copy of the initial key kept off this host proves more: bulletproofctl log verify." }
         table #audit {
-            (head(&["Seq", "Time", "Event", "What"]))
+            @if shared {
+                (head(&["Seq", "Replica", "Time", "Event", "What"]))
+            } @else {
+                (head(&["Seq", "Time", "Event", "What"]))
+            }
             tbody {
                 @for record in &records {
                     tr {
                         td.num { (text(&record["seq"])) }
+                        @if shared { td { (text(&record["replica"])) } }
                         td { (text(&record["ts"])) }
                         td { (text(&record["event"])) }
                         td { (clip(&text(&record["msg"]))) }

@@ -444,6 +444,14 @@ impl Store for PgStore {
     fn end_session(&self, digest: &str) -> Result<(), StoreError> {
         self.session_end(digest)
     }
+
+    fn append_audit(&self, records: &[(u64, serde_json::Value)]) -> Result<(), StoreError> {
+        self.audit_put(records)
+    }
+
+    fn audit_tail(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.audit_newest(limit)
+    }
 }
 
 #[cfg(test)]

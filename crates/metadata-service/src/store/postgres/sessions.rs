@@ -1,9 +1,11 @@
-//! The pages' login sessions in the shared database (table `sessions`, schema 2), so
-//! that a browser behind a load balancer is logged in on every replica, and logged out
-//! of every one at once.
+//! What replicas share besides the fleet (schema 2): the pages' login sessions (table
+//! `sessions`), so that a browser behind a load balancer is logged in on every replica
+//! and logged out of every one at once; and the listing of every replica's audit
+//! records (table `audit`), so that `GET /audit` answers alike everywhere.
 
 use super::{clamp_i64, to_i64, to_u64, PgStore};
 use crate::store::{SessionRecord, StoreError};
+use ::postgres::types::Json;
 
 impl PgStore {
     pub(super) fn session_put(
@@ -74,6 +76,47 @@ impl PgStore {
             let delete = conn.statement("DELETE FROM sessions WHERE digest = $1")?;
             conn.client.execute(&delete, &[&digest])?;
             Ok(())
+        })
+    }
+
+    pub(super) fn audit_put(&self, records: &[(u64, serde_json::Value)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.pool.with(|conn| {
+            let insert = conn.statement(
+                "INSERT INTO audit (replica, seq, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (replica, seq) DO NOTHING",
+            )?;
+            let mut transaction = conn.client.transaction()?;
+            for (seq, record) in records {
+                transaction.execute(
+                    &insert,
+                    &[&self.replica, &to_i64(*seq, "audit seq")?, &Json(record)],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn audit_newest(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.with(|conn| {
+            let select =
+                conn.statement("SELECT replica, record FROM audit ORDER BY id DESC LIMIT $1")?;
+            conn.client
+                .query(&select, &[&limit])?
+                .iter()
+                .map(|row| {
+                    let replica: String = row.try_get(0)?;
+                    let Json(mut record) = row.try_get::<_, Json<serde_json::Value>>(1)?;
+                    if let Some(fields) = record.as_object_mut() {
+                        fields.insert("replica".into(), replica.into());
+                    }
+                    Ok(record)
+                })
+                .collect()
         })
     }
 }
