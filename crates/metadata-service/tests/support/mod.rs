@@ -1,17 +1,25 @@
 //! A real `metadata-service` process on 127.0.0.1 with a free port and a real sled
 //! directory, and the HTTP clients the tests talk to it with.
+//!
+//! One suite, two stores: with `BULLETPROOF_TEST_STORE=postgres` ([`STORE_ENV`]) every
+//! service [`start_with`] starts keeps its store in a database of the test binary's
+//! throwaway PostgreSQL cluster ([`pg::cluster`], started on first use) instead of sled
+//! under `--data` (which still holds the rest: the audit log). `scripts/test` runs the
+//! API suites both ways. A test that is about sled itself says so with [`sled_only`]
+//! (or is listed in [`SLED_ONLY`]).
 
 #![allow(dead_code)]
 
 pub mod fleet;
 pub mod pg;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_metadata-service");
@@ -24,18 +32,165 @@ pub struct Server {
     pub scheme: &'static str,
 }
 
+/// The environment variable that picks the store of the services the tests start:
+/// unset, empty or `sled` the embedded sled store under `--data`; `postgres` a database
+/// of the throwaway cluster of [`pg`].
+pub const STORE_ENV: &str = "BULLETPROOF_TEST_STORE";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+/// The store this run of the tests starts the services on ([`STORE_ENV`]).
+pub fn backend() -> Backend {
+    static BACKEND: OnceLock<Backend> = OnceLock::new();
+    *BACKEND.get_or_init(|| match std::env::var(STORE_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("sled") => Backend::Sled,
+        Ok("postgres") => {
+            note(&format!(
+                "{STORE_ENV}=postgres: the services of {} keep their store in PostgreSQL \
+                 (a throwaway cluster, one database per data directory)",
+                suite()
+            ));
+            Backend::Postgres
+        }
+        Ok(other) => panic!("{STORE_ENV}={other:?}: expected `sled` or `postgres`"),
+    })
+}
+
+pub fn on_postgres() -> bool {
+    backend() == Backend::Postgres
+}
+
+/// For a test about sled itself (its files under `--data`, its recovery, its lock):
+/// `if support::sled_only() { return; }` first thing. True, with a note on stderr
+/// (never captured), on the PostgreSQL run; the same binary runs it on the sled run.
+pub fn sled_only() -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    note(&format!(
+        "{}::{}: sled-only test: skipped on the postgres run (it is run on the sled run)",
+        suite(),
+        test_name()
+    ));
+    true
+}
+
+/// Tests about sled itself that do not call [`sled_only`] (yet): on the PostgreSQL run
+/// [`start_with`] starts their services on sled all the same, and says so. `(suite,
+/// test)`, `*` for every test of the suite.
+pub const SLED_ONLY: &[(&str, &str)] = &[
+    // Plants files in sled's `objects/` and expects them cleared or in `lost+found/`.
+    (
+        "operations",
+        "leftovers_of_an_interrupted_write_are_cleared_at_start",
+    ),
+    // The refusal is sled's lock file `DATA/lock`; on PostgreSQL nothing locks `--data`,
+    // so the second service (started without `--store`) would just run, and the test
+    // wait for its exit for ever.
+    (
+        "operations",
+        "a_second_service_on_the_same_data_directory_is_refused_with_the_first_ones_pid",
+    ),
+    // The whole suite is sled's recovery of a damaged store under `--data`.
+    ("store_recovery", "*"),
+];
+
+/// The test binary's suite: `api` for `target/debug/deps/api-0123abcd`.
+pub fn suite() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = exe.file_name().and_then(|name| name.to_str()).unwrap_or("");
+    match name.rsplit_once('-') {
+        Some((suite, _hash)) => suite.to_owned(),
+        None => name.to_owned(),
+    }
+}
+
+/// The running test's name (libtest runs each test on a thread named after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+/// A line on the real stderr, past libtest's capture: it shows in every run's log.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Whether the running test is in [`SLED_ONLY`].
+fn listed_sled_only() -> bool {
+    let (suite, test) = (suite(), test_name());
+    let test = test.rsplit("::").next().unwrap_or("");
+    SLED_ONLY
+        .iter()
+        .any(|(s, t)| *s == suite && (*t == "*" || *t == test))
+}
+
+/// The PostgreSQL URL of the store of data directory `data`: a new database on the
+/// first start on `data`, the same one on every restart on it (so a restart, after
+/// kill -9 too, finds the state of the one before as on sled).
+pub fn postgres_store(data: &Path) -> String {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let key = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+    let mut databases = DATABASES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if let Some(url) = databases.get(&key) {
+        return url.clone();
+    }
+    let test = test_name();
+    let url = pg::cluster().database(test.rsplit("::").next().unwrap_or(""));
+    databases.insert(key, url.clone());
+    url
+}
+
 /// Starts the service with `--listen 127.0.0.1:0 --data DATA` and `args`, and waits
 /// until it says where it listens.
 pub fn start(data: &Path, args: &[&str]) -> Server {
     start_with(data, args, &[])
 }
 
+/// [`start`] with `env` added to its environment. On the PostgreSQL run
+/// ([`STORE_ENV`]) also `--store URL` ([`postgres_store`]), unless `args` or `env`
+/// name a store already or the test is in [`SLED_ONLY`].
 pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BIN);
     command
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
-        .args(args)
+        .args(args);
+    let own_store = args
+        .iter()
+        .any(|arg| *arg == "--store" || arg.starts_with("--store="))
+        || env.iter().any(|(key, _)| *key == "METADATA_STORE");
+    let mut on_pg = false;
+    if on_postgres() && !own_store {
+        if listed_sled_only() {
+            // Once per test (a test may start and restart its service).
+            static NOTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+            let test = test_name();
+            let mut noted = NOTED.lock().unwrap_or_else(|poison| poison.into_inner());
+            if !noted.contains(&test) {
+                note(&format!(
+                    "{}::{test}: sled-only test: its service runs on sled on the postgres run \
+                     too (see support::SLED_ONLY)",
+                    suite()
+                ));
+                noted.push(test);
+            }
+        } else {
+            command.arg("--store").arg(postgres_store(data));
+            on_pg = true;
+        }
+    }
+    command
+        .env_remove("METADATA_STORE")
         .env_remove("METADATA_TOKENS")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -54,7 +209,7 @@ pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
             let Ok(line) = line else { break };
             if let Some(addr) = listen_addr(&line) {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, line.clone()));
                 }
             }
             let mut log = sink.lock().unwrap();
@@ -63,7 +218,21 @@ pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         }
     });
     let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(addr) => addr,
+        Ok((addr, line)) => {
+            // Text logs say `store="postgres"`, JSON logs `"store":"postgres"`.
+            if on_pg
+                && !line.contains("store=\"postgres\"")
+                && !line.contains("\"store\":\"postgres\"")
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{STORE_ENV}=postgres, but the service does not say it runs on \
+                     PostgreSQL: {line}"
+                );
+            }
+            addr
+        }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
