@@ -201,6 +201,11 @@ pub struct Cli {
     /// File holding the PostgreSQL password (first line; not group/world-writable)
     #[arg(long, env = "METADATA_STORE_PASSWORD_FILE", value_name = "FILE")]
     pub store_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) the database's TLS certificate must chain to; given, TLS
+    /// to the database is required (as with sslmode=require in the URL, which
+    /// otherwise checks against the system's CA bundle)
+    #[arg(long, env = "METADATA_STORE_CA_CERT", value_name = "PEM")]
+    pub store_ca_cert: Option<PathBuf>,
     /// PostgreSQL connections this replica opens at most [default: 16]
     #[arg(long, env = "METADATA_STORE_POOL_SIZE", value_name = "N")]
     pub store_pool_size: Option<usize>,
@@ -245,6 +250,7 @@ pub struct FileConfig {
     pub host_burst: Option<u32>,
     pub store: Option<String>,
     pub store_password_file: Option<PathBuf>,
+    pub store_ca_cert: Option<PathBuf>,
     pub store_pool_size: Option<usize>,
     pub store_connect_timeout: Option<u64>,
     pub store_statement_timeout: Option<u64>,
@@ -500,6 +506,7 @@ impl Config {
                     .unwrap_or(Duration::from_secs(30)),
             )?),
             password_file: cli.store_password_file.or(file.store_password_file),
+            ca_cert: cli.store_ca_cert.or(file.store_ca_cert),
             ..pg_defaults
         };
         Ok(Config {

@@ -11,8 +11,8 @@
 //! [`Store`] is synchronous and called from blocking threads, so a synchronous client
 //! fits it directly: `postgres` is `tokio-postgres` (the same protocol code, the same
 //! maintainers) with a `block_on` per call on a small current-thread runtime of its
-//! own. It adds five small crates to the tree (tokio is already in it), no OpenSSL
-//! (`NoTls`: plain TCP or a unix socket for now; `rustls` is in the tree for later).
+//! own. It adds five small crates to the tree (tokio is already in it), no OpenSSL:
+//! TLS is rustls through `tokio-postgres-rustls` (`tls.rs`).
 //! The alternatives cost more for nothing this store needs: `sqlx` brings its macros,
 //! its runtime glue and a large tree; `tokio-postgres` + `deadpool-postgres` would need
 //! a runtime handle threaded into every call and a second crate for the pool, and
@@ -38,6 +38,7 @@ mod password;
 mod pool;
 mod schema;
 mod sessions;
+mod tls;
 
 pub use self::schema::SCHEMA_VERSION;
 
@@ -110,6 +111,9 @@ pub struct PgOptions {
     pub statement_timeout: Option<Duration>,
     /// A file holding the password (its first line).
     pub password_file: Option<std::path::PathBuf>,
+    /// The CA certificates (PEM) the database's TLS certificate must chain to; given,
+    /// TLS is required.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -120,6 +124,7 @@ impl Default for PgOptions {
             pool_wait: Duration::from_secs(10),
             statement_timeout: Some(Duration::from_secs(30)),
             password_file: None,
+            ca_cert: None,
         }
     }
 }
@@ -144,8 +149,9 @@ impl PgStore {
     /// comes from `--store-password-file`, `PGPASSWORD`, `~/.pgpass` or the URL (see
     /// `password.rs`).
     pub fn open(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
-        let config = parse_url(url, options)?;
-        let pool = Pool::new(config, options.pool_size, options.pool_wait);
+        let mut config = parse_url(url, options)?;
+        let tls = tls::configure(&mut config, options.ca_cert.as_deref())?;
+        let pool = Pool::new(config, tls, options.pool_size, options.pool_wait);
         let mut replica = crate::ui::session::random_hex()
             .map_err(|error| StoreError(format!("no randomness for the replica id: {error}")))?;
         replica.truncate(16);

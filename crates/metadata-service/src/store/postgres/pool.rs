@@ -13,6 +13,7 @@
 //! `Pool::with` runs the call on a scoped thread of its own (`outside_runtime`).
 
 use super::super::StoreError;
+use super::tls::Tls;
 use ::postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -44,6 +45,7 @@ struct State {
 
 pub(super) struct Pool {
     config: ::postgres::Config,
+    tls: Tls,
     max: usize,
     /// How long a borrower waits for a free connection when `max` are borrowed.
     wait: Duration,
@@ -130,9 +132,10 @@ impl Pool {
         })
     }
 
-    pub(super) fn new(config: ::postgres::Config, max: usize, wait: Duration) -> Self {
+    pub(super) fn new(config: ::postgres::Config, tls: Tls, max: usize, wait: Duration) -> Self {
         Pool {
             config,
+            tls,
             max: max.max(1),
             wait,
             state: Mutex::new(State {
@@ -163,7 +166,11 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match self.config.connect(NoTls) {
+                let connected = match &self.tls {
+                    Tls::Off => self.config.connect(NoTls),
+                    Tls::On(tls) => self.config.connect(tls.clone()),
+                };
+                return match connected {
                     Ok(client) => Ok(Lease {
                         pool: self,
                         conn: Some(Conn {
