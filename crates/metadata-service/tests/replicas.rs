@@ -7,7 +7,7 @@
 //! show no password; agents listing both replicas keep reporting through a replica's
 //! kill -9 and a PostgreSQL restart, every acknowledged report stored exactly once.
 
-#[path = "support/replicas.rs"]
+#[path = "support/replicas/mod.rs"]
 mod replicas_support;
 mod support;
 

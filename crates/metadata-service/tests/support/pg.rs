@@ -7,15 +7,18 @@
 //! PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`.
 //!
 //! Nothing is left running: a watchdog shell, started before the server, reads its
-//! stdin, a pipe held by this process; when the test binary exits (or is killed, or a
-//! [`Cluster`] is dropped) the pipe closes, and the watchdog stops the server
+//! stdin, a pipe held by this process; when the test binary exits (or is killed, or an
+//! [`Instance`] is dropped) the pipe closes, and the watchdog stops the server
 //! (`pg_ctl stop -m immediate`) and removes the temp dir.
+//!
+//! [`Instance`] is one such server, shared by [`Cluster`] and by the tests that need a
+//! server of their own to stop and start again (`tests/support/replicas/cluster.rs`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The port: only the name of the socket file, in a directory of our own.
@@ -26,10 +29,7 @@ const PORT: u16 = 5432;
 pub const PASSWORD_ROLE: &str = "bp_password";
 
 pub struct Cluster {
-    bin: PathBuf,
-    socket_dir: PathBuf,
-    /// The watchdog and the pipe that keeps it waiting.
-    watchdog: Mutex<Option<(Child, ChildStdin)>>,
+    server: Instance,
 }
 
 /// The cluster of this test binary, started on first use.
@@ -84,9 +84,10 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
-/// A command that runs `program` as the cluster's owner: `nobody` when we are root.
+/// A command that runs `program` as the cluster's owner: `nobody` when we are root;
+/// in `/` (which `nobody` can read) unless told otherwise.
 fn as_owner(program: &Path) -> Command {
-    if is_root() {
+    let mut command = if is_root() {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
@@ -94,32 +95,60 @@ fn as_owner(program: &Path) -> Command {
         command
     } else {
         Command::new(program)
-    }
+    };
+    command.current_dir("/");
+    command
 }
 
-fn run(mut command: Command, what: &str) {
+/// Runs `command` (no stdin) to success, or panics with `what` and its output; its
+/// stdout.
+fn run(command: Command, what: &str) -> String {
+    output(command, what).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// Runs `command` (no stdin): its stdout, or, when it fails, a message naming `what`
+/// with its exit status and output.
+fn output(mut command: Command, what: &str) -> Result<String, String> {
     let output = command
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("{what}: cannot run: {error}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-impl Cluster {
-    fn start() -> Cluster {
+/// One PostgreSQL server of our own: a data directory made by `initdb` (as the owner,
+/// see [`as_owner`]) in a temp dir under `/tmp`, a unix socket in that dir, and the
+/// watchdog that stops the server and removes the dir when the instance is dropped or
+/// the process is gone.
+pub struct Instance {
+    bin: PathBuf,
+    root: PathBuf,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    /// The watchdog and the pipe that keeps it waiting.
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl Instance {
+    /// A new data directory in `/tmp/PREFIX-PID-NANOS`, not started yet ([`start`]).
+    ///
+    /// [`start`]: Instance::start
+    pub fn init(prefix: &str) -> Instance {
         let bin = server_bin();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
         // Short and under /tmp: a socket path is limited to about 100 bytes.
-        let root = PathBuf::from(format!("/tmp/bp-pg-{}-{nanos}", std::process::id()));
+        let root = PathBuf::from(format!("/tmp/{prefix}-{}-{nanos}", std::process::id()));
         let data = root.join("data");
         let socket_dir = root.join("sock");
         std::fs::create_dir_all(&socket_dir).expect("create the cluster's temp dir");
@@ -153,13 +182,15 @@ impl Cluster {
             .spawn()
             .expect("start the cluster's watchdog (sh)");
         let pipe = watchdog.stdin.take().unwrap();
-        let cluster = Cluster {
-            bin: bin.clone(),
-            socket_dir: socket_dir.clone(),
-            watchdog: Mutex::new(Some((watchdog, pipe))),
+        let instance = Instance {
+            bin,
+            root,
+            data,
+            socket_dir,
+            watchdog: Some((watchdog, pipe)),
         };
 
-        let mut initdb = as_owner(&bin.join("initdb"));
+        let mut initdb = as_owner(&instance.bin.join("initdb"));
         initdb
             .args([
                 "-U",
@@ -171,49 +202,119 @@ impl Cluster {
                 "-N",
             ])
             .arg("-D")
-            .arg(&data)
-            .current_dir(&root);
+            .arg(&instance.data)
+            .current_dir(&instance.root);
         run(initdb, "initdb");
+        instance
+    }
+
+    /// The data directory (`pg_hba.conf` and the rest).
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    /// Starts the server (`pg_ctl start -w`); panics with its log if it does not.
+    pub fn start(&self) {
+        let log = self.root.join("server.log");
+        let mut pg_ctl = as_owner(&self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c max_connections=300",
+                self.socket_dir.display()
+            ))
+            .arg("start")
+            .current_dir(&self.root);
+        if let Err(failure) = output(pg_ctl, "pg_ctl start") {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{failure}\nserver log:\n{log}");
+        }
+    }
+
+    /// Stops the server as a crash would (`-m immediate`): every connection cut.
+    pub fn stop(&self) {
+        let mut pg_ctl = as_owner(&self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "immediate", "-w"]);
+        run(pg_ctl, "pg_ctl stop");
+    }
+
+    /// A URL of database `name` (which may not exist) as role `user`.
+    pub fn url_as(&self, name: &str, user: &str) -> String {
+        format!(
+            "postgresql:///{name}?host={}&port={PORT}&user={user}",
+            self.socket_dir.display()
+        )
+    }
+
+    /// Creates the empty database `name`.
+    pub fn create_database(&self, name: &str) {
+        let mut createdb = Command::new(self.bin.join("createdb"));
+        createdb.arg("-h").arg(&self.socket_dir).args([
+            "-p",
+            &PORT.to_string(),
+            "-U",
+            "postgres",
+            name,
+        ]);
+        run(createdb, "createdb");
+    }
+
+    /// Runs `sql` in database `name` with `psql` (stops at the first error); its output.
+    pub fn psql(&self, name: &str, sql: &str) -> String {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-d", name, "-c", sql]);
+        run(psql, &format!("psql {sql:?}"))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // Closing the pipe is the watchdog's signal; then wait until it is done.
+        if let Some((mut child, mut pipe)) = self.watchdog.take() {
+            let _ = pipe.flush();
+            drop(pipe);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let server = Instance::init("bp-pg");
         // Every role is trusted but one, PASSWORD_ROLE, which must give its password.
-        let hba = data.join("pg_hba.conf");
+        let hba = server.data().join("pg_hba.conf");
         let trusted = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
         std::fs::write(
             &hba,
             format!("local all {PASSWORD_ROLE} scram-sha-256\n{trusted}"),
         )
         .expect("write pg_hba.conf");
-        let mut pg_ctl = as_owner(&bin.join("pg_ctl"));
-        pg_ctl
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(root.join("server.log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c max_connections=300",
-                socket_dir.display()
-            ))
-            .arg("start")
-            .current_dir(&root);
-        let output = pg_ctl.stdin(Stdio::null()).output().expect("run pg_ctl");
-        if !output.status.success() {
-            let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
-            panic!(
-                "pg_ctl start failed ({}):\n{}{}\nserver log:\n{log}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        cluster
+        server.start();
+        Cluster { server }
     }
 
     /// A URL of the cluster's database `name` (which may not exist).
     pub fn url(&self, name: &str) -> String {
-        format!(
-            "postgresql:///{name}?host={}&port={PORT}&user=postgres",
-            self.socket_dir.display()
-        )
+        self.server.url_as(name, "postgres")
     }
 
     /// A new, empty database (its name from `hint` and a counter); its URL.
@@ -226,15 +327,7 @@ impl Cluster {
             .collect::<String>()
             .to_ascii_lowercase();
         let name = format!("t{}_{hint}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut createdb = Command::new(self.bin.join("createdb"));
-        createdb.arg("-h").arg(&self.socket_dir).args([
-            "-p",
-            &PORT.to_string(),
-            "-U",
-            "postgres",
-            &name,
-        ]);
-        run(createdb, "createdb");
+        self.server.create_database(&name);
         self.url(&name)
     }
 
@@ -253,52 +346,11 @@ impl Cluster {
     /// The URL of database `name` as [`PASSWORD_ROLE`], with `password` in it if any.
     pub fn password_url(&self, name: &str, password: Option<&str>) -> String {
         let password = password.map_or(String::new(), |p| format!("&password={p}"));
-        format!(
-            "postgresql:///{name}?host={}&port={PORT}&user={PASSWORD_ROLE}{password}",
-            self.socket_dir.display()
-        )
+        format!("{}{password}", self.server.url_as(name, PASSWORD_ROLE))
     }
 
     /// Runs `sql` in database `name` with `psql` (stops at the first error); its output.
     pub fn psql(&self, name: &str, sql: &str) -> String {
-        let output = Command::new(self.bin.join("psql"))
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args([
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-d", name, "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Closing the pipe is the watchdog's signal; then wait until it is done.
-        let taken = self
-            .watchdog
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some((mut child, mut pipe)) = taken {
-            let _ = pipe.flush();
-            drop(pipe);
-            let _ = child.wait();
-        }
+        self.server.psql(name, sql)
     }
 }
