@@ -78,7 +78,7 @@ fn server_bin() -> PathBuf {
     );
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // `/proc/self` belongs to the process's effective user.
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
@@ -215,6 +215,11 @@ impl Instance {
 
     /// Starts the server (`pg_ctl start -w`); panics with its log if it does not.
     pub fn start(&self) {
+        self.start_with("");
+    }
+
+    /// Starts the server with more `-c` settings (`-c ssl=on …`).
+    pub fn start_with(&self, settings: &str) {
         let log = self.root.join("server.log");
         let mut pg_ctl = as_owner(&self.bin.join("pg_ctl"));
         pg_ctl
@@ -224,7 +229,7 @@ impl Instance {
             .arg(&log)
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c max_connections=300",
+                "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c max_connections=300 {settings}",
                 self.socket_dir.display()
             ))
             .arg("start")
