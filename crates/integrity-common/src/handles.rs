@@ -43,6 +43,10 @@ pub struct Meta {
     pub gid: u32,
     pub rdev: u64,
     pub size: u64,
+    /// Last content change (`st_mtime`): seconds and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Last inode change (`st_ctime`), which only the kernel sets.
+    pub ctime: (i64, u32),
 }
 
 impl Meta {
@@ -58,6 +62,8 @@ impl Meta {
             gid: stat.st_gid as u32,
             rdev: stat.st_rdev as u64,
             size: stat.st_size.max(0) as u64,
+            mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as u32),
+            ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as u32),
         }
     }
     pub fn file_type(&self) -> FileType {

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod report;
 pub mod scan;
 pub mod secret;
+pub mod verified;
 
 pub use diff::{diff, Anomaly, AnomalyKind, ChangedFields, DriftSummary};
 pub use digest::Sha256Digest;
@@ -26,6 +27,7 @@ pub use manifest::{
 };
 pub use policy::{Applied, Checks, Policy, PolicyError, Rule};
 pub use scan::{
-    scan, scan_metadata, scan_path, ScanOptions, ScanOutput, ScanProgress, ScanRootError,
+    scan, scan_metadata, scan_path, scan_verified, ScanOptions, ScanOutput, ScanProgress,
+    ScanRootError, Verify,
 };
 pub use secret::{read_secret, Secret, SecretError, SecretWarning};

@@ -18,6 +18,7 @@ use crate::exclude::Exclusions;
 use crate::handles::{self, Meta};
 use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
 use crate::policy::{self, Policy, NO_BOUND};
+use crate::verified::{KernelState, VerifiedEntry, VerifiedState, SETTLE_SECS};
 use rayon::prelude::*;
 use rustix::fs::{Dir, FileType};
 use std::cell::RefCell;
@@ -79,6 +80,24 @@ pub struct ScanOutput {
     pub errors: Vec<ScanErrorRecord>,
     /// Bytes of file content hashed.
     pub bytes_hashed: u64,
+    /// Regular files whose content was read (the others' digests came from the
+    /// verified state, [`Verify::known`]).
+    pub rehashed: u64,
+    /// With [`Verify::record_before`]: every regular file's kernel state and digest,
+    /// sorted by path (the next verified state).
+    pub verified: Vec<VerifiedEntry>,
+}
+
+/// How a scan uses the verified state ([`crate::verified`]) and records the next one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Verify<'a> {
+    /// Digests verified before: a regular file still in the kernel state recorded
+    /// with its digest is not read again.
+    pub known: Option<&'a VerifiedState>,
+    /// Record every regular file's kernel state and digest, except those whose ctime
+    /// is less than [`SETTLE_SECS`] before this time (Unix seconds: the check's
+    /// start), which the next check reads again.
+    pub record_before: Option<i64>,
 }
 
 /// The root itself could not be scanned; nothing was.
@@ -92,7 +111,17 @@ pub enum ScanRootError {
 
 /// Scans `options.root` on the current rayon pool.
 pub fn scan(options: &ScanOptions, progress: &ScanProgress) -> Result<ScanOutput, ScanRootError> {
-    walk_root(options, progress, true)
+    walk_root(options, progress, true, Verify::default())
+}
+
+/// [`scan`] with a verified state: files whose kernel state is unchanged are not read
+/// (an incremental check), and the next state is recorded (see [`Verify`]).
+pub fn scan_verified(
+    options: &ScanOptions,
+    progress: &ScanProgress,
+    verify: Verify<'_>,
+) -> Result<ScanOutput, ScanRootError> {
+    walk_root(options, progress, true, verify)
 }
 
 /// The stat-only walk: [`scan`] without reading file contents. Regular files carry
@@ -103,13 +132,14 @@ pub fn scan_metadata(
     options: &ScanOptions,
     progress: &ScanProgress,
 ) -> Result<ScanOutput, ScanRootError> {
-    walk_root(options, progress, false)
+    walk_root(options, progress, false, Verify::default())
 }
 
 fn walk_root(
     options: &ScanOptions,
     progress: &ScanProgress,
     hash: bool,
+    verify: Verify<'_>,
 ) -> Result<ScanOutput, ScanRootError> {
     let root = &options.root;
     let unreadable = |error| ScanRootError::Unreadable {
@@ -128,9 +158,13 @@ fn walk_root(
         options,
         progress,
         hash,
+        verify,
         root_dev: root_meta.dev,
         entries: Mutex::new(vec![plain_entry(b"/".to_vec(), EntryKind::Dir, &root_meta)]),
         errors: Mutex::new(Vec::new()),
+        verified: Mutex::new(Vec::new()),
+        rehashed: AtomicU64::new(0),
+        bytes_hashed: AtomicU64::new(0),
     };
     progress.entries.fetch_add(1, Ordering::Relaxed);
     rayon::scope(|scope| walk.visit_dir(scope, root_fd, Vec::new(), NO_BOUND));
@@ -168,9 +202,13 @@ pub fn scan_path(root: &Path, rel: &[u8], cross_filesystems: bool) -> io::Result
         options: &options,
         progress: &progress,
         hash: true,
+        verify: Verify::default(),
         root_dev: handles::fstat(&root_fd)?.dev,
         entries: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
+        verified: Mutex::new(Vec::new()),
+        rehashed: AtomicU64::new(0),
+        bytes_hashed: AtomicU64::new(0),
     };
     let found = handles::open_parent(root_fd.as_fd(), &path).and_then(|(parent, name)| {
         let meta = handles::stat_at(parent.as_fd(), &name)?;
@@ -201,9 +239,13 @@ struct Walk<'a> {
     /// Hash regular files (false: the stat-only walk, [`scan_metadata`]).
     hash: bool,
     progress: &'a ScanProgress,
+    verify: Verify<'a>,
     root_dev: u64,
     entries: Mutex<Vec<FileIntegrityEntry>>,
     errors: Mutex<Vec<ScanErrorRecord>>,
+    verified: Mutex<Vec<VerifiedEntry>>,
+    rehashed: AtomicU64,
+    bytes_hashed: AtomicU64,
 }
 
 /// A subdirectory to visit: its parent's handle (shared by the parent's pending
@@ -240,17 +282,19 @@ impl<'a> Walk<'a> {
     fn finish(self) -> ScanOutput {
         let mut entries = self.entries.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut errors = self.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut verified = self
+            .verified
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
         entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
         errors.sort_by(|a, b| a.path.cmp(&b.path));
-        let bytes_hashed = entries
-            .iter()
-            .filter(|entry| entry.sha256.is_some())
-            .filter_map(|entry| entry.size)
-            .sum();
+        verified.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
         ScanOutput {
             entries,
             errors,
-            bytes_hashed,
+            bytes_hashed: self.bytes_hashed.into_inner(),
+            rehashed: self.rehashed.into_inner(),
+            verified,
         }
     }
 
@@ -355,7 +399,18 @@ impl<'a> Walk<'a> {
                 batch.push(entry);
             }
             FileType::RegularFile => {
-                if meta.size >= OWN_TASK_BYTES {
+                let known = self
+                    .verify
+                    .known
+                    .and_then(|known| known.lookup(&child_rel, &KernelState::of(&meta)));
+                if let Some(digest) = known {
+                    // Verified before in this very kernel state: not read again.
+                    let mut entry = plain_entry(child_rel, EntryKind::File, &meta);
+                    entry.sha256 = Some(digest);
+                    entry.size = Some(meta.size);
+                    self.note_verified(&entry, &meta);
+                    batch.push(entry);
+                } else if meta.size >= OWN_TASK_BYTES {
                     let parent = Arc::clone(dir);
                     let name = name.to_owned();
                     scope.spawn(move |_| {
@@ -433,9 +488,14 @@ impl<'a> Walk<'a> {
         match hash_file(dir, name, listed) {
             Ok((digest, size, opened)) => {
                 self.progress.bytes.fetch_add(size, Ordering::Relaxed);
+                self.bytes_hashed.fetch_add(size, Ordering::Relaxed);
+                self.rehashed.fetch_add(1, Ordering::Relaxed);
                 let mut entry = plain_entry(rel, EntryKind::File, &opened);
                 entry.sha256 = Some(digest);
                 entry.size = Some(size);
+                // The state from before the read: a write during it changes ctime
+                // after, and the next check reads the file again.
+                self.note_verified(&entry, &opened);
                 Some(entry)
             }
             Err(err) => {
@@ -443,6 +503,25 @@ impl<'a> Walk<'a> {
                 None
             }
         }
+    }
+
+    /// Records a regular file's kernel state and digest for the next verified state
+    /// (unless its last change is too recent to tell apart from a later one).
+    fn note_verified(&self, entry: &FileIntegrityEntry, meta: &Meta) {
+        let (Some(start), Some(sha256)) = (self.verify.record_before, entry.sha256) else {
+            return;
+        };
+        if meta.ctime.0.saturating_add(SETTLE_SECS) > start {
+            return;
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(VerifiedEntry {
+                path: entry.path.clone(),
+                state: KernelState::of(meta),
+                sha256,
+            });
     }
 
     fn push(&self, batch: Vec<FileIntegrityEntry>) {
