@@ -18,7 +18,7 @@ use crate::exclude::Exclusions;
 use crate::handles::{self, Meta};
 use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
 use crate::policy::{self, Policy, NO_BOUND};
-use crate::verified::{KernelState, VerifiedEntry, VerifiedState, SETTLE_SECS};
+use crate::verified::{nanos, KernelState, VerifiedEntry, VerifiedState, SETTLE};
 use rayon::prelude::*;
 use rustix::fs::{Dir, FileType};
 use std::cell::RefCell;
@@ -95,9 +95,9 @@ pub struct Verify<'a> {
     /// with its digest is not read again.
     pub known: Option<&'a VerifiedState>,
     /// Record every regular file's kernel state and digest, except those whose ctime
-    /// is less than [`SETTLE_SECS`] before this time (Unix seconds: the check's
-    /// start), which the next check reads again.
-    pub record_before: Option<i64>,
+    /// is less than [`SETTLE`] before this time (the check's start, `(seconds,
+    /// nanoseconds)` since the epoch), which the next check reads again.
+    pub record_before: Option<(i64, u32)>,
 }
 
 /// The root itself could not be scanned; nothing was.
@@ -511,7 +511,7 @@ impl<'a> Walk<'a> {
         let (Some(start), Some(sha256)) = (self.verify.record_before, entry.sha256) else {
             return;
         };
-        if meta.ctime.0.saturating_add(SETTLE_SECS) > start {
+        if nanos(meta.ctime) + SETTLE.as_nanos() as i128 > nanos(start) {
             return;
         }
         self.verified

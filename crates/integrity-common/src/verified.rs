@@ -12,10 +12,11 @@
 //! check every `--full-every` reads every byte again and bounds what such an attacker
 //! can hide.
 //!
-//! Racy entries: the kernel stamps ctime from a coarse clock (a few ms), so a file
-//! changed twice within one tick, with our `fstat` between, would look unchanged.
-//! Files whose ctime is not at least [`SETTLE_SECS`] older than the check's start are
-//! not recorded (the next check reads them again), as git does with its index.
+//! Racy entries: the kernel stamps ctime from a coarse clock (one tick: 1–10 ms), so a
+//! file changed twice within one tick, with our `fstat` between, would look unchanged.
+//! Files whose ctime is not at least [`SETTLE`] older than the check's start are not
+//! recorded (the next check reads them again), as git does with its index: any write
+//! after the start then gets a ctime at least a tick later than the recorded one.
 //!
 //! The file: a header binding it (format version, host id, the baseline's digest, the
 //! root), the time of the last full check, the entries sorted by path with each path
@@ -30,8 +31,14 @@ use crate::handles::Meta;
 const MAGIC: &[u8; 8] = b"BPVERIFY";
 /// The format this code writes and reads.
 pub const FORMAT: u32 = 1;
-/// Seconds a file's ctime must lie before a check's start for it to be recorded.
-pub const SETTLE_SECS: i64 = 2;
+/// How long before a check's start a file's ctime must lie for it to be recorded
+/// (well above the kernel's coarse clock tick).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Nanoseconds since the epoch of a `(seconds, nanoseconds)` time.
+pub fn nanos((secs, nanos): (i64, u32)) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nanos)
+}
 /// Longest path (the manifest's limit).
 const MAX_PATH: usize = 4096;
 

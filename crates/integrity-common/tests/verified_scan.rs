@@ -25,7 +25,7 @@ fn check(root: &Path, known: Option<&VerifiedState>, later: i64) -> integrity_co
         &ScanProgress::default(),
         Verify {
             known,
-            record_before: Some(now() + later),
+            record_before: Some((now() + later, 0)),
         },
     )
     .unwrap()
@@ -105,8 +105,22 @@ fn unchanged_files_are_not_read_and_every_kernel_visible_change_is() {
 fn files_changed_just_before_a_check_are_not_recorded() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fresh"), "x").unwrap();
-    // The check starts now: the file's ctime is within the settle time.
-    let output = check(dir.path(), None, 0);
+    // The check starts at the file's ctime: within the settle time.
+    let ctime = {
+        let meta = std::fs::metadata(dir.path().join("fresh")).unwrap();
+        (meta.ctime(), meta.ctime_nsec() as u32)
+    };
+    let mut options = ScanOptions::new(dir.path());
+    options.exclusions = integrity_common::Exclusions::none();
+    let output = scan_verified(
+        &options,
+        &ScanProgress::default(),
+        Verify {
+            known: None,
+            record_before: Some(ctime),
+        },
+    )
+    .unwrap();
     assert_eq!(output.rehashed, 1);
     assert!(output.verified.is_empty(), "{:?}", output.verified);
 }
