@@ -134,6 +134,7 @@ fn the_deb_builds_installs_runs_and_removes() {
         "integrity-agent.service",
         "integrity-agent-check.service",
         "integrity-agent-check.timer",
+        "integrity-agent-watch.service",
         "bulletproof-guard.service",
     ]
     .iter()

@@ -1,7 +1,8 @@
 //! `--explain PATH…`: which rule of the policy in force applies to each path, and what
 //! is checked there (REFERENCE §3).
 
-use crate::{Agent, Fatal, Format, EXIT_IO};
+use crate::args::{Format, EXIT_IO};
+use crate::{Agent, Fatal};
 use integrity_common::policy::NotScanned;
 use integrity_common::scan::describe_io_error;
 use std::io::Write;

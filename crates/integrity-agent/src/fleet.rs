@@ -52,6 +52,10 @@ pub struct Draft {
     pub summary: DriftSummary,
     pub anomalies: Vec<ReportAnomaly>,
     pub truncated: u64,
+    /// Which kind of check ran (`None`: it did not get that far: full).
+    pub mode: Option<ReportMode>,
+    /// When the last full check ran.
+    pub last_full: Option<String>,
     /// Bytes of `anomalies` as JSON.
     bytes: usize,
 }
@@ -168,14 +172,14 @@ impl Reporter {
             started: draft.started,
             finished: now_timestamp(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            mode: ReportMode::Full,
+            mode: draft.mode.unwrap_or(ReportMode::Full),
             baseline: draft.baseline,
             summary: draft.summary,
             anomalies: draft.anomalies,
             truncated: draft.truncated,
             error: error.map(one_line),
             spool_dropped: 0,
-            last_full: None,
+            last_full: draft.last_full,
         };
         // Checked before a number is spent on it.
         if let Err(invalid) = report.validate() {

@@ -29,6 +29,45 @@ pub struct Findings<'a> {
     /// `service`, `cache` or `file`.
     pub source: &'a str,
     pub note: Option<&'a str>,
+    /// What kind of check ran.
+    pub check: Option<&'a crate::check::CheckInfo>,
+}
+
+/// The summary line's `check` object: `{"mode","last_full","rehashed"}` (and
+/// `"why_full"` when a full check had a reason).
+fn check_json(check: &crate::check::CheckInfo) -> io::Result<Vec<u8>> {
+    let mut bytes = format!(
+        "{{\"mode\":{},\"last_full\":{},\"rehashed\":{}",
+        serde_json::to_string(check.mode.as_str())?,
+        serde_json::to_string(&check.last_full)?,
+        check.rehashed
+    )
+    .into_bytes();
+    if let Some(why) = &check.why_full {
+        bytes.extend_from_slice(b",\"why_full\":");
+        serde_json::to_writer(&mut bytes, why)?;
+    }
+    bytes.push(b'}');
+    Ok(bytes)
+}
+
+/// The text report's `check:` line.
+fn check_line(check: &crate::check::CheckInfo) -> String {
+    let mut line = format!(
+        "check: {}, {} files re-hashed",
+        check.mode.as_str(),
+        check.rehashed
+    );
+    if let Some(why) = &check.why_full {
+        line.push_str(&format!(" ({why})"));
+    }
+    if let (Some(last), false) = (
+        &check.last_full,
+        check.mode == integrity_common::report::ReportMode::Full,
+    ) {
+        line.push_str(&format!(", last full check {last}"));
+    }
+    line
 }
 
 /// The JSON report: one anomaly per line, then one line per scan error, then the
@@ -91,6 +130,10 @@ pub fn write_json(out: &mut dyn Write, findings: &Findings<'_>) -> io::Result<()
     }
     out.write_all(b",\"baseline\":")?;
     serde_json::to_writer(&mut *out, &baseline)?;
+    if let Some(check) = findings.check {
+        out.write_all(b",\"check\":")?;
+        out.write_all(&check_json(check)?)?;
+    }
     out.write_all(b"}\n")
 }
 
@@ -269,12 +312,17 @@ pub fn write_text(out: &mut dyn Write, findings: &Findings<'_>, colour: bool) ->
              owner or group): reported whatever the policy allows{reset}"
         )?;
     }
+    // What kind of check ran, just above the summary line (which stays last).
+    if let Some(check) = findings.check {
+        writeln!(out, "{}", check_line(check))?;
+    }
     let s = &findings.summary;
     writeln!(
         out,
         "summary: {} added, {} deleted, {} modified, {} metadata changed, {} type changed, {} errors, {} scanned",
         s.added, s.deleted, s.modified, s.metadata_changed, s.type_changed, s.errors, s.scanned
     )?;
+
     if !findings.verbose && !findings.allowed.is_empty() {
         writeln!(
             out,
