@@ -368,8 +368,13 @@ impl Agent {
             ReportMode::Incremental => plan.last_full,
             _ => Some(started),
         };
+        // Nothing read and the same files: the stored state is this one (an
+        // incremental check of a quiet machine writes nothing).
+        let unchanged = plan.known.as_ref().is_some_and(|known| {
+            scanned.rehashed == 0 && known.entries.len() == scanned.verified.len()
+        });
         drop(plan.known);
-        if let Some((state, binding)) = binding {
+        if let (Some((state, binding)), false) = (binding, unchanged) {
             let next = VerifiedState {
                 binding,
                 last_full: last_full.unwrap_or(started),

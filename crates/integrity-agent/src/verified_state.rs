@@ -61,14 +61,12 @@ impl StateFile {
             why_full: Some(why),
             last_full,
         };
-        let bytes = match std::fs::read(self.path()) {
+        let bytes = match self.read() {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return full_plan("no verified state yet".into(), None)
             }
-            Err(error) => {
-                return full_plan(format!("cannot read the verified state: {error}"), None)
-            }
+            Err(error) => return full_plan(format!("verified state not used: {error}"), None),
         };
         let state = match VerifiedState::decode(&bytes, binding) {
             Ok(state) => state,
@@ -94,6 +92,44 @@ impl StateFile {
             why_full: None,
             last_full,
         }
+    }
+
+    /// The stored state's bytes, if it is what this agent wrote: a regular file (not
+    /// followed if a symlink, never blocked on if a FIFO), ours, and neither group nor
+    /// others may write it.
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(self.path())
+            .map_err(|error| match error.raw_os_error() {
+                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                    std::io::Error::other("it is a symlink")
+                }
+                _ => error,
+            })?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(std::io::Error::other("it is not a regular file"));
+        }
+        if meta.uid() != rustix::process::geteuid().as_raw() {
+            return Err(std::io::Error::other(format!(
+                "it belongs to uid {}, not to this agent",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "group or others may write it (mode {:04o})",
+                meta.mode() & 0o7777
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Replaces the stored state.
