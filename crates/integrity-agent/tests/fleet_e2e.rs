@@ -425,6 +425,10 @@ fn an_agent_enrolls_its_host_with_its_first_report() {
     assert_eq!(host["status"], "clean", "{host}");
     assert_eq!(host["image_id"], IMG);
     assert_eq!(host["last_seq"], 1);
+    // The first check is full; the service shows the kind and the last full check.
+    assert_eq!(host["mode"], "full", "{host}");
+    let last_full = host["last_full"].as_str().expect("last_full").to_owned();
+    integrity_common::validate_timestamp(&last_full).unwrap();
     assert_eq!(
         host["key_fingerprint"],
         integrity_trust::key_id(&agent.public_key())
@@ -447,6 +451,10 @@ fn an_agent_enrolls_its_host_with_its_first_report() {
     assert_eq!(host["status"], "drifted", "{host}");
     assert_eq!(host["last_seq"], 2);
     assert_eq!(host["summary"]["added"], 1);
+    // The next one is incremental (the verified state in --state-dir), and says when
+    // the last full check ran.
+    assert_eq!(host["mode"], "incremental", "{host}");
+    assert_eq!(host["last_full"], last_full.as_str(), "{host}");
     assert_eq!(host["latest"]["anomalies"][0]["path"], "/usr/bin/backdoor");
     let drift = service.json(&format!("/drift?image_id={IMG}"));
     assert_eq!(drift["groups"][0]["path"], "/usr/bin/backdoor", "{drift}");
@@ -648,6 +656,10 @@ fn a_second_key_for_a_known_host_is_refused_audited_and_not_retried() {
     let service = fleet.service();
     let host = service.host(&genuine.host).unwrap();
     assert_eq!(host["last_seq"], 1);
+    // The first check is full; the service shows the kind and the last full check.
+    assert_eq!(host["mode"], "full", "{host}");
+    let last_full = host["last_full"].as_str().expect("last_full").to_owned();
+    integrity_common::validate_timestamp(&last_full).unwrap();
     assert_eq!(
         host["key_fingerprint"],
         integrity_trust::key_id(&genuine.public_key())

@@ -49,6 +49,8 @@ pub struct Latest {
     pub agent_version: String,
     pub mode: ReportMode,
     pub finished: String,
+    /// When the host's last full check ran (the agent's word).
+    pub last_full: Option<String>,
     pub truncated: u64,
     /// The report's findings as drift group keys.
     pub findings: Vec<Arc<GroupKey>>,
@@ -62,6 +64,7 @@ impl Latest {
             agent_version: report.agent_version.clone(),
             mode: report.mode,
             finished: report.finished.clone(),
+            last_full: report.last_full.clone(),
             truncated: report.truncated,
             findings,
         }

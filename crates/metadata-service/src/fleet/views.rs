@@ -105,6 +105,7 @@ pub fn host(host: &Host, state: &FleetState, now: u64, stale_after: u64) -> Valu
         "spool_dropped": record.spool_dropped,
         "agent_version": latest.map(|latest| latest.agent_version.as_str()),
         "mode": latest.map(|latest| latest.mode.as_str()),
+        "last_full": latest.and_then(|latest| latest.last_full.as_deref()),
         "error": latest.and_then(|latest| latest.error.as_deref()),
         "truncated": latest.map_or(0, |latest| latest.truncated),
     })

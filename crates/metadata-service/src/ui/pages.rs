@@ -397,6 +397,7 @@ pub(super) async fn host(
             dt { "Last seen" } dd { (text(&detail["last_seen"])) }
             dt { "Last seq" } dd { (text(&detail["last_seq"])) }
             dt { "Agent" } dd { (text(&detail["agent_version"])) ", " (text(&detail["mode"])) " check" }
+            dt { "Last full check" } dd { (text(&detail["last_full"])) }
             dt { "Gaps" } dd #gaps {
                 @match detail["gaps"].as_array() {
                     Some(gaps) if !gaps.is_empty() => {
