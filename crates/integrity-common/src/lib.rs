@@ -10,6 +10,7 @@ pub mod digest;
 pub mod exclude;
 pub mod fuzzing;
 pub mod handles;
+pub mod hashing;
 pub mod manifest;
 pub mod pathenc;
 pub mod policy;

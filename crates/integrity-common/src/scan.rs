@@ -13,17 +13,17 @@
 //! listed. A directory swapped for a symlink (or another directory) mid-scan, a file
 //! swapped for a fifo: an error entry, never a read outside the tree, never a hang.
 
-use crate::digest::{Sha256Digest, Sha256Hasher};
+use crate::digest::Sha256Digest;
 use crate::exclude::Exclusions;
 use crate::handles::{self, Meta};
+pub use crate::hashing::{hash_prefix, hash_reader};
 use crate::manifest::{EntryKind, FileIntegrityEntry, ScanErrorRecord, MAX_PATH_BYTES};
 use crate::policy::{self, Policy, NO_BOUND};
 use crate::verified::{nanos, KernelState, VerifiedEntry, VerifiedState, SETTLE};
 use rayon::prelude::*;
 use rustix::fs::{Dir, FileType};
-use std::cell::RefCell;
 use std::ffi::{CStr, CString};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,11 +31,6 @@ use std::sync::{Arc, Mutex};
 
 /// Files at least this large are hashed in a task of their own.
 const OWN_TASK_BYTES: u64 = 4 << 20;
-/// Read buffer per worker thread. Small on purpose: the profile on /usr showed the
-/// kernel's copy into user space costing as much as SHA-256 itself with a 256 KiB
-/// buffer; at 32–64 KiB the buffer stays in cache between the copy and the hash and
-/// that copy's cost halves (docs/BENCHMARKS.md).
-const READ_BUFFER_BYTES: usize = 32 << 10;
 
 /// What to scan and how.
 #[derive(Debug, Clone)]
@@ -573,10 +568,6 @@ fn plain_entry(path: Vec<u8>, kind: EntryKind, meta: &Meta) -> FileIntegrityEntr
     }
 }
 
-thread_local! {
-    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_BUFFER_BYTES].into_boxed_slice());
-}
-
 /// Opens `name` in `dir` without following links or blocking, checks it is still the
 /// regular file that was listed, and hashes it in one streaming pass. Returns the
 /// digest, the number of bytes hashed and the metadata of the opened file.
@@ -592,43 +583,6 @@ fn hash_file(dir: &OwnedFd, name: &CStr, listed: &Meta) -> io::Result<(Sha256Dig
     Ok((digest, size, opened))
 }
 
-/// Hashes up to `limit` bytes of `reader` with the thread's read buffer (the
-/// workspace's one streaming hash); returns the digest and the number of bytes read.
-pub fn hash_reader(reader: impl Read, limit: u64) -> io::Result<(Sha256Digest, u64)> {
-    READ_BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let mut hasher = Sha256Hasher::new();
-        let mut size = 0u64;
-        let mut reader = reader.take(limit);
-        loop {
-            match reader.read(&mut buffer[..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hasher.update(&buffer[..n]);
-                    size += n as u64;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            }
-        }
-        Ok((hasher.finish(), size))
-    })
-}
-
-/// Hashes the first `len` bytes of the regular file at `rel` below `root`, through
-/// handles: no symlink followed anywhere on the way (the `growing` check: are the
-/// bytes the baseline hashed still the file's first bytes?). A file shorter than
-/// `len` is an error.
-pub fn hash_prefix(root: &Path, rel: &[u8], len: u64) -> io::Result<Sha256Digest> {
-    let root = handles::open_dir(root)?;
-    let (file, _) = handles::open_file_beneath(root.as_fd(), rel)?;
-    let (digest, size) = hash_reader(file, len)?;
-    if size < len {
-        return Err(io::Error::other("shorter than the baseline"));
-    }
-    Ok(digest)
-}
-
 /// A short lowercase description of an I/O error: `permission denied`, `no such file
 /// or directory`, … (the OS message without its `(os error N)` tail).
 pub fn describe_io_error(err: &io::Error) -> String {
@@ -641,49 +595,5 @@ pub fn describe_io_error(err: &io::Error) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    fn paths(output: &ScanOutput) -> Vec<String> {
-        let entries = output.entries.iter().map(|e| &e.path);
-        let errors = output.errors.iter().map(|e| &e.path);
-        entries
-            .chain(errors)
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn scan_path_records_a_subtree_one_entry_or_nothing_and_never_follows() {
-        let tmp = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"s").unwrap();
-        std::fs::create_dir_all(tmp.path().join("core/d")).unwrap();
-        std::fs::write(tmp.path().join("core/d/f"), b"x").unwrap();
-        symlink(outside.path(), tmp.path().join("core/link")).unwrap();
-        let root = tmp.path();
-
-        let subtree = scan_path(root, b"/core/d", false).unwrap();
-        assert_eq!(paths(&subtree), ["/core/d", "/core/d/f"]);
-        assert_eq!(subtree.entries[1].size, Some(1));
-
-        let one = scan_path(root, b"/core/d/f", false).unwrap();
-        assert_eq!(paths(&one), ["/core/d/f"]);
-        assert!(scan_path(root, b"/core/missing", false)
-            .unwrap()
-            .entries
-            .is_empty());
-
-        // The symlink is an entry; what is behind it is an error, never read.
-        let link = scan_path(root, b"/core/link", false).unwrap();
-        assert_eq!(link.entries[0].kind, EntryKind::Symlink);
-        let through = scan_path(root, b"/core/link/secret", false).unwrap();
-        assert!(through.entries.is_empty());
-        assert_eq!(paths(&through), ["/core/link/secret"]);
     }
 }

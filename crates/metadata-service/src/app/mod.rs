@@ -2,7 +2,8 @@
 //! per-request middleware (timeout, metrics, request log); bearer auth is a layer on
 //! the routes that need a scope ([`require`]). Handlers by resource: `baselines.rs`,
 //! `signatures.rs`, `reports.rs`, `hosts.rs`, `fleet.rs` (fleet, drift, audit),
-//! `accepts.rs`; `error.rs` is the one error type, `cache.rs` the body cache.
+//! `accepts.rs`, `ops.rs` (`/healthz`, `/metrics`); `error.rs` is the one error type,
+//! `cache.rs` the body cache.
 
 pub(crate) mod accepts;
 mod baselines;
@@ -10,6 +11,7 @@ mod cache;
 mod error;
 mod fleet;
 pub(crate) mod hosts;
+mod ops;
 pub(crate) mod reports;
 mod signatures;
 #[cfg(test)]
@@ -17,8 +19,8 @@ pub(crate) mod tests;
 
 use baselines::{get_baseline, list_baselines, post_baseline};
 use cache::BodyCache;
-use error::json_body;
 pub use error::ApiError;
+use ops::{healthz, metrics};
 use signatures::{get_signature, put_signature};
 
 use crate::audit::Audit;
@@ -36,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::BTreeMap;
@@ -421,52 +423,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(ApiError::internal)
-}
-
-/// `200 {"status":"ok"}`, or `503` with why while the store cannot be reached (the
-/// last check of `lib::watch_store`, at most a couple of seconds old).
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store_unreachable() {
-        None => json_body(br#"{"status":"ok"}"#.to_vec()).into_response(),
-        Some(reason) => {
-            let body = serde_json::json!({ "status": "unavailable", "reason": reason });
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json_body(body.to_string().into_bytes()),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
-        }
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let worker = state.clone();
-    if let Ok(Ok(bytes)) = blocking(move || worker.store.size_on_disk()).await {
-        state.metrics.store_bytes.set(bytes as i64);
-    }
-    let counts = state.image_counts();
-    state
-        .metrics
-        .set_hosts(counts.into_iter().flat_map(|(image, counts)| {
-            crate::fleet::host::Status::ALL
-                .into_iter()
-                .map(move |status| {
-                    let count = counts.by_status.get(&status).copied().unwrap_or(0);
-                    (image.clone(), status.as_str(), count as i64)
-                })
-        }));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        state.metrics.encode(),
-    )
-        .into_response())
 }
 
 /// Under `/ui/` a refusal is a page (with the pages' headers), elsewhere JSON.
