@@ -86,8 +86,9 @@ pub(super) async fn login(
     let id = match state.sessions().login(caller).await {
         Ok(id) => id,
         Err(error) => {
-            tracing::error!("cannot start a session: {error}");
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, None, "no session");
+            // 503 while the shared store is unreachable, else 500 (logged).
+            let error = crate::app::ApiError::store(error);
+            return problem(error.status, None, &error.detail);
         }
     };
     with_cookie("/ui/", &state.sessions().cookie(&id))

@@ -78,27 +78,24 @@ impl Sessions {
 
     /// Starts a session for `caller` (in the shared store when there is one): its id
     /// for the cookie.
-    pub async fn login(&self, caller: Caller) -> Result<String, String> {
+    pub async fn login(&self, caller: Caller) -> Result<String, StoreError> {
+        let no_randomness = |error: std::io::Error| StoreError(format!("no randomness: {error}"));
         let Some(store) = self.shared.get().cloned() else {
-            return self
-                .start(caller)
-                .map(|(id, _)| id)
-                .map_err(|error| error.to_string());
+            return self.start(caller).map(|(id, _)| id).map_err(no_randomness);
         };
-        let id = random_hex().map_err(|error| error.to_string())?;
+        let id = random_hex().map_err(no_randomness)?;
         let now = unix_now();
         let record = SessionRecord {
             digest: hex(&digest(&id)),
             caller: caller.id,
             scope: caller.scope.as_str().to_owned(),
-            csrf: random_hex().map_err(|error| error.to_string())?,
+            csrf: random_hex().map_err(no_randomness)?,
             created: now,
             expires: now + LIFETIME.as_secs(),
         };
         tokio::task::spawn_blocking(move || store.put_session(&record, MAX_PER_TOKEN, now))
             .await
-            .map_err(|error| error.to_string())?
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| StoreError(error.to_string()))??;
         Ok(id)
     }
 
