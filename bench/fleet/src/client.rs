@@ -1,10 +1,18 @@
-//! The HTTP side: the token, a keep-alive client with the two bearer headers, the baseline.
+//! The HTTP side: the token, a keep-alive client with the two bearer headers, the
+//! baseline, and the fail-over over several service URLs (replicas).
+//!
+//! With more than one `--server`, a request tries the URLs in order, starting at the
+//! one its host prefers: a connection error, a timeout or a `5xx` other than `503`
+//! moves on to the next URL at once (after a whole round, a short backoff); `429` and
+//! `503` wait (`Retry-After`, at most 2 s) and then try the next. It gives up after
+//! twice the per-attempt `--timeout`. With one URL every request is tried once, as
+//! before.
 
 use crate::hosts::Baseline;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, AUTHORIZATION, ETAG};
+use hyper::header::{HeaderValue, AUTHORIZATION, ETAG, RETRY_AFTER};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde_json::Value;
@@ -43,22 +51,97 @@ pub(crate) fn bearer(secret: &str) -> Result<HeaderValue> {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) etag: Option<String>,
+    /// `Retry-After` in seconds, when given.
+    pub(crate) retry_after: Option<u64>,
     pub(crate) body: Bytes,
+}
+
+/// The outcome of a request over the URLs: the last answer, and how it got there.
+pub(crate) struct Exchange {
+    pub(crate) answer: Result<Answer, String>,
+    /// Moves to the next URL after a connection error, a timeout or a 5xx.
+    pub(crate) failovers: u32,
+    /// Waits after a 429 or 503.
+    pub(crate) waits: u32,
 }
 
 pub(crate) struct Http {
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
-    pub(crate) base: String,
+    /// The service's URLs (replicas), without a trailing slash.
+    pub(crate) bases: Vec<String>,
     pub(crate) auth: HeaderValue,
     pub(crate) read_auth: HeaderValue,
+    /// Per attempt.
     pub(crate) timeout: Duration,
 }
 
 impl Http {
-    pub(crate) fn uri(&self, path: &str) -> Uri {
-        format!("{}{path}", self.base)
+    pub(crate) fn uri(&self, at: usize, path: &str) -> Uri {
+        format!("{}{path}", self.bases[at % self.bases.len()])
             .parse()
             .expect("a valid URI from a valid base")
+    }
+
+    /// Sends the request `make` builds for a URL, starting at URL `first` and failing
+    /// over as the module says.
+    pub(crate) async fn exchange(
+        &self,
+        first: usize,
+        path: &str,
+        make: impl Fn(Uri) -> Request<Full<Bytes>>,
+    ) -> Exchange {
+        let count = self.bases.len();
+        let deadline = tokio::time::Instant::now() + self.timeout * 2;
+        let (mut at, mut failovers, mut waits, mut in_round) = (first % count, 0, 0, 0);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let answer = self.send(make(self.uri(at, path))).await;
+            if count == 1 {
+                return Exchange {
+                    answer,
+                    failovers,
+                    waits,
+                };
+            }
+            let wait = match &answer {
+                Ok(a) if a.status == 429 || a.status == 503 => {
+                    Some(Duration::from_secs(a.retry_after.unwrap_or(1).clamp(1, 2)))
+                }
+                Ok(a) if a.status >= 500 => None,
+                Err(_) => None,
+                Ok(_) => {
+                    return Exchange {
+                        answer,
+                        failovers,
+                        waits,
+                    }
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Exchange {
+                    answer,
+                    failovers,
+                    waits,
+                };
+            }
+            at = (at + 1) % count;
+            match wait {
+                Some(wait) => {
+                    waits += 1;
+                    in_round = 0;
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    failovers += 1;
+                    in_round += 1;
+                    if in_round >= count {
+                        in_round = 0;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer, String> {
@@ -86,6 +169,11 @@ impl Http {
                     .get(ETAG)
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_owned),
+                retry_after: parts
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|text| text.trim().parse().ok()),
                 body,
             })
         };
@@ -94,13 +182,29 @@ impl Http {
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
     }
 
-    pub(crate) async fn get(&self, path: &str, auth: bool) -> Result<Answer, String> {
-        let mut request = Request::builder().method(Method::GET).uri(self.uri(path));
+    /// A GET of URL `at` only.
+    pub(crate) async fn get_at(&self, at: usize, path: &str, auth: bool) -> Result<Answer, String> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri(at, path));
         if auth {
             request = request.header(AUTHORIZATION, self.read_auth.clone());
         }
         self.send(request.body(Full::new(Bytes::new())).expect("a request"))
             .await
+    }
+
+    /// A GET, from the first URL on (the next one if it fails).
+    pub(crate) async fn get(&self, path: &str, auth: bool) -> Result<Answer, String> {
+        self.exchange(0, path, |uri| {
+            let mut request = Request::builder().method(Method::GET).uri(uri);
+            if auth {
+                request = request.header(AUTHORIZATION, self.read_auth.clone());
+            }
+            request.body(Full::new(Bytes::new())).expect("a request")
+        })
+        .await
+        .answer
     }
 }
 

@@ -37,8 +37,9 @@ pub struct Baseline {
 pub struct HostState {
     /// The seq of the next report.
     pub next_seq: u64,
-    /// Seqs the service acknowledged (201, or 200 for a retry).
-    pub acked: Vec<u64>,
+    /// Seqs the service acknowledged (201, or 200 for a retry), with the SHA-256 of
+    /// the report's bytes.
+    pub acked: Vec<(u64, [u8; 32])>,
     /// A report of this host is in flight (a new one waits its turn: seqs stay ordered).
     pub in_flight: bool,
 }

@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use stats::Stats;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -49,9 +49,11 @@ use crate::verify::*;
     about = "Simulates a fleet of agents against a metadata-service (issue 18's benchmark)"
 )]
 struct Cli {
-    /// Base URL of the service, e.g. http://127.0.0.1:8080
-    #[arg(long)]
-    server: String,
+    /// Base URL of the service, e.g. http://127.0.0.1:8080; repeatable (or
+    /// comma-separated) for replicas: host i tries them in order from URL i mod N,
+    /// failing over to the next on a connection error, a timeout or a 5xx
+    #[arg(long, required = true, value_delimiter = ',', value_name = "URL")]
+    server: Vec<String>,
     /// File holding the token (scope admin or report): its first line, either the bare
     /// secret or the service's SCOPE:NAME:SECRET form. Never printed.
     #[arg(long, value_name = "FILE")]
@@ -92,9 +94,33 @@ struct Cli {
     /// Write every figure here as JSON
     #[arg(long, value_name = "OUT")]
     json: Option<PathBuf>,
-    /// Pid of the service, for its RSS (sampled every second)
+    /// Pid of the service, for its RSS (sampled every second) and CPU; repeatable
+    /// (replicas: their CPU is summed, a killed one's as last seen)
+    #[arg(long, value_delimiter = ',')]
+    service_pid: Vec<u32>,
+    /// Pid of the PostgreSQL postmaster: the CPU of the cluster (it and its children)
+    /// per phase
     #[arg(long)]
-    service_pid: Option<u32>,
+    pg_pid: Option<u32>,
+    /// Shell command run at the start and end of each phase (and ramp step); its
+    /// output is kept with the phase's CPU figures (e.g. a psql query of the WAL
+    /// position and the reports table's size)
+    #[arg(long, value_name = "CMD")]
+    probe: Option<String>,
+    /// Kill this pid (kill -KILL: a replica) during the steady state
+    #[arg(long, value_name = "PID")]
+    kill_pid: Option<u32>,
+    /// Seconds into the steady state at which --kill-pid is killed [default: half
+    /// of --duration]
+    #[arg(long, value_name = "SECS")]
+    kill_after: Option<f64>,
+    /// The checks scheduled this many seconds after the kill are also summarised apart
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    kill_window: f64,
+    /// Write every acknowledged report here, one `host_id<TAB>seq<TAB>sha256` line
+    /// each (hex SHA-256 of the bytes sent), to check against the database
+    #[arg(long, value_name = "FILE")]
+    acked_out: Option<PathBuf>,
     /// Requests in flight at most (connections kept alive); the service's default
     /// per-client cap is 64
     #[arg(long, default_value_t = 32)]
@@ -102,7 +128,8 @@ struct Cli {
     /// Timed runs of GET /fleet and GET /drift
     #[arg(long, default_value_t = 10)]
     read_runs: usize,
-    /// Seconds before a request counts as failed
+    /// Seconds before an attempt counts as failed (with several --server, the next URL
+    /// is tried; a request gives up after twice this)
     #[arg(long, default_value_t = 30)]
     timeout: u64,
     /// Skip the enrollment phase (hosts of this seed already enrolled and nothing else)
@@ -134,7 +161,11 @@ async fn run(cli: Cli) -> Result<Value> {
         .build(connector);
     let http = Http {
         client,
-        base: cli.server.trim_end_matches('/').to_owned(),
+        bases: cli
+            .server
+            .iter()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect(),
         auth: bearer(&secret)?,
         read_auth: bearer(&read_secret)?,
         timeout: Duration::from_secs(cli.timeout),
@@ -147,6 +178,14 @@ async fn run(cli: Cli) -> Result<Value> {
         &baseline.sha256[..12]
     );
 
+    if cli.server.len() > 1 {
+        println!(
+            "fleet-sim: {} servers, host i tries them from URL i mod {} on: {}",
+            cli.server.len(),
+            cli.server.len(),
+            cli.server.join(", ")
+        );
+    }
     let keygen = std::time::Instant::now();
     let (count, seed, drift, scenarios) = (cli.hosts, cli.seed, cli.drift_percent, cli.scenarios);
     let hosts =
@@ -174,48 +213,58 @@ async fn run(cli: Cli) -> Result<Value> {
         max_queue: 100_000,
         dropped_overload: AtomicU64::new(0),
         skipped_busy: AtomicU64::new(0),
+        kill_window: OnceLock::new(),
     });
 
-    // RSS sampled every second while the load runs.
-    let rss_max = Arc::new(AtomicU64::new(0));
-    let sampler = cli.service_pid.map(|pid| {
-        let rss_max = rss_max.clone();
+    // RSS (and CPU, so a killed replica counts as last seen) sampled every second.
+    let watched = Watched {
+        services: cli.service_pid.clone(),
+        postgres: cli.pg_pid,
+        probe: cli.probe.clone(),
+    };
+    let rss_max: Arc<Vec<AtomicU64>> =
+        Arc::new(cli.service_pid.iter().map(|_| AtomicU64::new(0)).collect());
+    let sampler = (!cli.service_pid.is_empty()).then(|| {
+        let (rss_max, pids) = (rss_max.clone(), cli.service_pid.clone());
         tokio::spawn(async move {
             loop {
-                if let Some((rss, _)) = rss_kb(pid) {
-                    rss_max.fetch_max(rss, Ordering::Relaxed);
+                for (max, &pid) in rss_max.iter().zip(&pids) {
+                    if let Some((rss, _)) = rss_kb(pid) {
+                        max.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    cpu_secs_remembered(pid);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
     });
-    let rss_before = cli.service_pid.and_then(rss_kb);
+    let rss_all =
+        |pids: &[u32]| -> Vec<Option<(u64, u64)>> { pids.iter().map(|&pid| rss_kb(pid)).collect() };
+    let rss_before = rss_all(&cli.service_pid);
 
     // The interval the reports announce (the service's staleness follows it).
     let interval_secs = Some(cli.interval);
     let enrollment = if cli.no_enroll {
         Value::Null
     } else {
-        enroll(&sim, interval_secs, cli.service_pid).await
+        enroll(&sim, interval_secs, &watched).await
     };
-    let rss_after_enroll = cli.service_pid.and_then(rss_kb);
+    let rss_after_enroll = rss_all(&cli.service_pid);
+    let kill = cli.kill_pid.map(|pid| Kill {
+        pid,
+        after_secs: cli.kill_after.unwrap_or(cli.duration as f64 / 2.0),
+        window_secs: cli.kill_window,
+    });
     let (load, knee) = if cli.duration == 0 {
         println!("fleet-sim: --duration 0, enrollment only");
         (Value::Null, None)
     } else if cli.rate.is_empty() {
         (
-            steady(&sim, cli.interval, cli.duration, cli.service_pid).await,
+            steady(&sim, cli.interval, cli.duration, &watched, kill).await,
             None,
         )
     } else {
-        let (steps, knee) = ramp(
-            &sim,
-            &cli.rate,
-            cli.duration,
-            interval_secs,
-            cli.service_pid,
-        )
-        .await;
+        let (steps, knee) = ramp(&sim, &cli.rate, cli.duration, interval_secs, &watched).await;
         match knee {
             Some(rate) => println!("          knee: {rate} reports/s (highest step with sojourn p99 ≤ 100 ms, no errors, ≥ 95 % of the rate achieved)"),
             None => println!("          knee: none of the steps met the goal"),
@@ -228,8 +277,11 @@ async fn run(cli: Cli) -> Result<Value> {
     if let Some(sampler) = sampler {
         sampler.abort();
     }
-    let rss_end = cli.service_pid.and_then(rss_kb);
+    let rss_end = rss_all(&cli.service_pid);
     let verification = verify(&sim).await;
+    if let Some(path) = &cli.acked_out {
+        write_acked(&sim, path)?;
+    }
     let (fleet, fleet_body) = time_read(&sim, "/fleet", cli.read_runs).await;
     let drift_path = format!("/drift?image_id={}", sim.baseline.image_id);
     let (drift, drift_body) = time_read(&sim, &drift_path, cli.read_runs).await;
@@ -263,14 +315,35 @@ async fn run(cli: Cli) -> Result<Value> {
             |(rss, hwm)| json!({"rss_kb": rss, "hwm_kb": hwm}),
         )
     };
-    if let Some((rss, hwm)) = rss_end {
-        println!(
-            "   service RSS: {} MB at the end, {} MB max sampled, {} MB peak (VmHWM)",
-            rss / 1024,
-            rss_max.load(Ordering::Relaxed).max(rss) / 1024,
-            hwm / 1024
-        );
+    let mut services = Vec::new();
+    for (n, &pid) in cli.service_pid.iter().enumerate() {
+        let max = rss_max[n].load(Ordering::Relaxed);
+        match rss_end[n] {
+            Some((rss, hwm)) => println!(
+                "   service RSS: pid {pid}: {} MB at the end, {} MB max sampled, {} MB peak (VmHWM)",
+                rss / 1024,
+                max.max(rss) / 1024,
+                hwm / 1024
+            ),
+            None => println!(
+                "   service RSS: pid {pid}: gone at the end, {} MB max sampled",
+                max / 1024
+            ),
+        }
+        services.push(json!({"pid": pid, "before": kb_json(rss_before[n]),
+                             "after_enroll": kb_json(rss_after_enroll[n]),
+                             "end": kb_json(rss_end[n]), "rss_max_sampled_kb": max}));
     }
+    // The one summarised: the first replica alive at the end.
+    let service = services
+        .iter()
+        .find(|s| !s["end"].is_null())
+        .or(services.first())
+        .cloned()
+        .unwrap_or_else(|| {
+            json!({"pid": null, "before": null, "after_enroll": null,
+                                  "end": null, "rss_max_sampled_kb": 0})
+        });
     Ok(json!({
         "config": {"server": cli.server, "hosts": cli.hosts, "interval_secs": cli.interval,
                    "duration_secs": cli.duration, "rates": cli.rate, "image_id": cli.image_id,
@@ -285,9 +358,8 @@ async fn run(cli: Cli) -> Result<Value> {
         "reads": {"fleet": fleet, "drift": drift, "fleet_image": fleet_image,
                   "drift_groups": drift_groups,
                   "drift_groups_expected": hosts::expected_groups(drifted, cli.anomalies, cli.scenarios)},
-        "service": {"pid": cli.service_pid, "before": kb_json(rss_before),
-                    "after_enroll": kb_json(rss_after_enroll), "end": kb_json(rss_end),
-                    "rss_max_sampled_kb": rss_max.load(Ordering::Relaxed)},
+        "service": service,
+        "services": services,
     }))
 }
 

@@ -9,7 +9,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, IF_NONE_MATCH};
 use hyper::{Method, Request};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -32,6 +32,9 @@ pub(crate) struct Sim {
     pub(crate) max_queue: usize,
     pub(crate) dropped_overload: AtomicU64,
     pub(crate) skipped_busy: AtomicU64,
+    /// A replica is killed at the first instant (`--kill-pid`); the checks scheduled
+    /// until the second are also counted apart (`report-after-kill`, …).
+    pub(crate) kill_window: OnceLock<(Instant, Instant)>,
 }
 
 impl Sim {
@@ -39,12 +42,12 @@ impl Sim {
     /// report again).
     pub(crate) async fn post_report(
         &self,
-        host: usize,
+        index: usize,
         kind: &str,
         interval_secs: Option<u64>,
         scheduled: Instant,
     ) -> bool {
-        let host = &self.hosts[host];
+        let host = &self.hosts[index];
         let seq = {
             let mut state = host.state.lock().expect("host lock");
             state.next_seq += 1;
@@ -57,49 +60,84 @@ impl Sim {
                 return false;
             }
         };
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.http.uri("/reports"))
-            .header(AUTHORIZATION, self.http.auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header("x-bulletproof-signature", signed.signature_header)
-            .header("x-bulletproof-host-key", host.key_header.as_str())
-            .body(Full::new(Bytes::from(signed.bytes)))
-            .expect("a request");
+        let digest = integrity_common::digest::Sha256Digest::of(&signed.bytes).0;
+        let body = Bytes::from(signed.bytes);
         let sent = Instant::now();
-        let answer = self.http.send(request).await;
+        // The same bytes to every URL tried: a replica that stored them before it
+        // died makes the next one answer 200 (the same report again).
+        let exchange = self
+            .http
+            .exchange(index, "/reports", |uri| {
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(uri)
+                    .header(AUTHORIZATION, self.http.auth.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header("x-bulletproof-signature", signed.signature_header.as_str())
+                    .header("x-bulletproof-host-key", host.key_header.as_str())
+                    .body(Full::new(body.clone()))
+                    .expect("a request")
+            })
+            .await;
         let (latency, sojourn) = (sent.elapsed(), scheduled.elapsed());
+        let answer = exchange.answer;
         let ok = matches!(&answer, Ok(answer) if answer.status == 201 || answer.status == 200);
         if ok {
-            host.state.lock().expect("host lock").acked.push(seq);
+            host.state
+                .lock()
+                .expect("host lock")
+                .acked
+                .push((seq, digest));
         } else if let Ok(answer) = &answer {
             self.stats.note(
                 kind,
                 format!("{} seq {seq}: {}", answer.status, snippet(&answer.body)),
             );
         }
-        self.stats
-            .record(kind, latency, sojourn, answer.map(|a| a.status), ok);
+        let status = answer.map(|a| a.status);
+        self.stats.retried(kind, exchange.failovers, exchange.waits);
+        if let Some(window) = self.in_kill_window(kind, scheduled) {
+            self.stats
+                .record(&window, latency, sojourn, status.clone(), ok);
+        }
+        self.stats.record(kind, latency, sojourn, status, ok);
         ok
     }
 
-    /// `GET /baselines/{id}` with `If-None-Match`; true on `304`.
-    pub(crate) async fn revalidate(&self, scheduled: Instant) -> bool {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(
-                self.http
-                    .uri(&format!("/baselines/{}", self.baseline.image_id)),
-            )
-            .header(IF_NONE_MATCH, self.etag.as_str())
-            .body(Full::new(Bytes::new()))
-            .expect("a request");
+    /// The kind under which a check of `kind` scheduled at `scheduled` is also
+    /// counted, when it falls in the window after the kill.
+    fn in_kill_window(&self, kind: &str, scheduled: Instant) -> Option<String> {
+        let (from, to) = self.kill_window.get()?;
+        (scheduled >= *from && scheduled < *to && !kind.contains('@'))
+            .then(|| format!("{kind}-after-kill"))
+    }
+
+    /// `GET /baselines/{id}` with `If-None-Match` by host `index`; true on `304`.
+    pub(crate) async fn revalidate(&self, index: usize, scheduled: Instant) -> bool {
+        let path = format!("/baselines/{}", self.baseline.image_id);
         let sent = Instant::now();
-        let answer = self.http.send(request).await;
+        let exchange = self
+            .http
+            .exchange(index, &path, |uri| {
+                Request::builder()
+                    .method(Method::GET)
+                    .uri(uri)
+                    .header(IF_NONE_MATCH, self.etag.as_str())
+                    .body(Full::new(Bytes::new()))
+                    .expect("a request")
+            })
+            .await;
         let (latency, sojourn) = (sent.elapsed(), scheduled.elapsed());
-        let ok = matches!(&answer, Ok(answer) if answer.status == 304);
+        let ok = matches!(&exchange.answer, Ok(answer) if answer.status == 304);
+        let status = exchange.answer.map(|a| a.status);
         self.stats
-            .record("revalidate", latency, sojourn, answer.map(|a| a.status), ok);
+            .retried("revalidate", exchange.failovers, exchange.waits);
+        if let Some(window) = self.in_kill_window("revalidate", scheduled) {
+            self.stats
+                .record(&window, latency, sojourn, status.clone(), ok);
+        }
+        self.stats
+            .record("revalidate", latency, sojourn, status, ok);
         ok
     }
 
@@ -129,7 +167,7 @@ impl Sim {
         let permit = self.slots.acquire().await.expect("slots stay open");
         self.queued.fetch_sub(1, Ordering::Relaxed);
         if revalidate {
-            self.revalidate(scheduled).await;
+            self.revalidate(host, scheduled).await;
         }
         self.post_report(host, &kind, interval_secs, scheduled)
             .await;
@@ -146,8 +184,8 @@ pub(crate) async fn drain(tasks: &mut JoinSet<()>) -> Instant {
 
 /// Phase 1: every host posts its first report (carrying its key), closed loop, as many
 /// at once as there are slots.
-pub(crate) async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>, pid: Option<u32>) -> Value {
-    let cpu = Cpu::start(pid);
+pub(crate) async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>, watched: &Watched) -> Value {
+    let cpu = Cpu::start(watched);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for host in 0..sim.hosts.len() {
@@ -168,19 +206,50 @@ pub(crate) async fn enroll(sim: &Arc<Sim>, interval_secs: Option<u64>, pid: Opti
     value
 }
 
+/// A process to kill (`kill -KILL`) some seconds into the steady state: a replica.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kill {
+    pub(crate) pid: u32,
+    pub(crate) after_secs: f64,
+    /// The checks scheduled this long after the kill are also counted apart.
+    pub(crate) window_secs: f64,
+}
+
 /// Phase 2 (interval mode): each host checks every `interval` seconds, the hosts spread
-/// evenly over the interval, for `duration` seconds.
+/// evenly over the interval, for `duration` seconds; `kill` kills a replica on the way.
 pub(crate) async fn steady(
     sim: &Arc<Sim>,
     interval: u64,
     duration: u64,
-    pid: Option<u32>,
+    watched: &Watched,
+    kill: Option<Kill>,
 ) -> Value {
-    let cpu = Cpu::start(pid);
+    let cpu = Cpu::start(watched);
     let hosts = sim.hosts.len();
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
     let mut tasks = JoinSet::new();
+    let killer = kill.map(|kill| {
+        let at = start + Duration::from_secs_f64(kill.after_secs);
+        let _ = sim
+            .kill_window
+            .set((at, at + Duration::from_secs_f64(kill.window_secs)));
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &kill.pid.to_string()])
+                .status();
+            let killed = matches!(&status, Ok(status) if status.success());
+            let at_secs = start.elapsed().as_secs_f64();
+            println!(
+                "          kill: kill -KILL {} at {at_secs:.1} s: {}",
+                kill.pid,
+                if killed { "done" } else { "FAILED" }
+            );
+            json!({"pid": kill.pid, "at_secs": at_secs, "killed": killed,
+                   "window_secs": kill.window_secs})
+        })
+    });
     let mut scheduled = 0u64;
     for event in 0u64.. {
         let (cycle, host) = (event / hosts as u64, (event % hosts as u64) as usize);
@@ -203,11 +272,24 @@ pub(crate) async fn steady(
     print_kind("revalidate", &revalidate, elapsed, Some(target));
     print_kind("report", &report, elapsed, Some(target));
     let cpu = cpu.stop("steady");
-    json!({"phase": "steady", "cpu": cpu, "interval_secs": interval, "duration_secs": duration,
-           "scheduled_checks": scheduled, "target_rate": target,
+    let mut value = json!({"phase": "steady", "cpu": cpu, "interval_secs": interval,
+           "duration_secs": duration, "scheduled_checks": scheduled, "target_rate": target,
            "elapsed_secs": elapsed.as_secs_f64(),
            "revalidate": phase_json("revalidate", &revalidate, elapsed, Some(target)),
-           "report": phase_json("report", &report, elapsed, Some(target))})
+           "report": phase_json("report", &report, elapsed, Some(target))});
+    if let Some(killer) = killer {
+        let mut kill = killer.await.unwrap_or(Value::Null);
+        if let Some(window) = kill.get("window_secs").and_then(Value::as_f64) {
+            let window = Duration::from_secs_f64(window);
+            for kind in ["revalidate-after-kill", "report-after-kill"] {
+                let summary = sim.stats.summary(kind);
+                print_kind(kind, &summary, window, None);
+                kill[kind] = phase_json(kind, &summary, window, None);
+            }
+        }
+        value["kill"] = kill;
+    }
+    value
 }
 
 /// Phase 2 (rate mode): open-loop steps of R reports per second, hosts in turn.
@@ -216,7 +298,7 @@ pub(crate) async fn ramp(
     rates: &[f64],
     duration: u64,
     interval_secs: Option<u64>,
-    pid: Option<u32>,
+    watched: &Watched,
 ) -> (Vec<Value>, Option<f64>) {
     let hosts = sim.hosts.len();
     let mut next_host = 0usize;
@@ -228,7 +310,7 @@ pub(crate) async fn ramp(
             sim.dropped_overload.load(Ordering::Relaxed),
             sim.skipped_busy.load(Ordering::Relaxed),
         );
-        let cpu = Cpu::start(pid);
+        let cpu = Cpu::start(watched);
         let start = Instant::now();
         let end = start + Duration::from_secs(duration);
         let mut tasks = JoinSet::new();
@@ -287,7 +369,7 @@ pub(crate) fn print_kind(
     let s = summary.sojourn;
     let rate = summary.ok as f64 / elapsed.as_secs_f64();
     println!(
-        "{kind:>14}: {} ok, {} not ok, {rate:.0}/s{} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} | sojourn p99 {:.1} max {:.1} | {:?}",
+        "{kind:>14}: {} ok, {} not ok, {rate:.0}/s{} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} | sojourn p99 {:.1} max {:.1} | {:?}{}",
         summary.ok,
         summary.not_ok,
         target.map_or(String::new(), |t| format!(" (target {t:.0}/s)")),
@@ -297,7 +379,12 @@ pub(crate) fn print_kind(
         l.max,
         s.p99,
         s.max,
-        summary.outcomes
+        summary.outcomes,
+        if summary.failovers + summary.waits > 0 {
+            format!(" | {} fail-overs, {} waits", summary.failovers, summary.waits)
+        } else {
+            String::new()
+        }
     );
     for sample in &summary.samples {
         println!("{kind:>14}  ! {sample}");

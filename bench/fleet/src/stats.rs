@@ -16,6 +16,9 @@ struct Kind {
     /// Status code (or "error") → count.
     outcomes: BTreeMap<String, u64>,
     ok: u64,
+    /// Moves to the next URL (connection error, timeout, 5xx), waits after 429/503.
+    failovers: u64,
+    waits: u64,
     /// The first few transport errors and unexpected answers, for the report.
     samples: Vec<String>,
 }
@@ -78,6 +81,8 @@ pub struct KindSummary {
     pub outcomes: BTreeMap<String, u64>,
     pub ok: u64,
     pub not_ok: u64,
+    pub failovers: u64,
+    pub waits: u64,
     pub samples: Vec<String>,
 }
 
@@ -85,6 +90,7 @@ impl KindSummary {
     pub fn to_json(&self) -> Value {
         json!({"latency": self.latency.to_json(), "sojourn": self.sojourn.to_json(),
                "outcomes": self.outcomes, "ok": self.ok, "not_ok": self.not_ok,
+               "failovers": self.failovers, "waits": self.waits,
                "error_samples": self.samples})
     }
 }
@@ -118,6 +124,17 @@ impl Stats {
         }
     }
 
+    /// Counts the fail-overs and waits of one request (before its `record`).
+    pub fn retried(&self, kind: &str, failovers: u32, waits: u32) {
+        if failovers == 0 && waits == 0 {
+            return;
+        }
+        let mut kinds = self.kinds.lock().expect("stats lock");
+        let entry = kinds.entry(kind.to_owned()).or_default();
+        entry.failovers += u64::from(failovers);
+        entry.waits += u64::from(waits);
+    }
+
     /// Adds a detail to a kind's samples (the body of an unexpected answer).
     pub fn note(&self, kind: &str, text: String) {
         let mut kinds = self.kinds.lock().expect("stats lock");
@@ -138,6 +155,8 @@ impl Stats {
             outcomes: entry.outcomes.clone(),
             ok: entry.ok,
             not_ok: entry.latency_us.len() as u64 - entry.ok,
+            failovers: entry.failovers,
+            waits: entry.waits,
             samples: entry.samples.clone(),
         }
     }

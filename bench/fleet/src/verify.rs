@@ -31,10 +31,53 @@ pub(crate) fn stored_of(host: &Value) -> Option<(String, Stored)> {
     Some((id, Stored { last_seq, gaps }))
 }
 
-/// Compares acknowledged reports with what the service stored. Uses the paged
+/// Compares acknowledged reports with what the service stored. With several servers
+/// (replicas), after a few seconds (each follows the others' writes every second),
+/// through each one that answers: lost is the most any of them misses.
+pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
+    let count = sim.http.bases.len();
+    if count == 1 {
+        return verify_at(sim, 0).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut each = Vec::new();
+    for at in 0..count {
+        let base = &sim.http.bases[at];
+        match sim.http.get_at(at, "/healthz", false).await {
+            Ok(answer) if answer.status == 200 => {
+                let mut found = verify_at(sim, at).await;
+                found["server"] = json!(base);
+                each.push(found);
+            }
+            answer => {
+                let why = answer.map_or_else(|error| error, |a| format!("status {}", a.status));
+                println!("        verify: {base} does not answer ({why}): not asked");
+                each.push(json!({"server": base, "unreachable": why}));
+            }
+        }
+    }
+    let asked: Vec<&Value> = each.iter().filter(|v| v.get("lost").is_some()).collect();
+    let Some(worst) = asked
+        .iter()
+        .max_by_key(|v| v["lost"].as_u64().unwrap_or(u64::MAX))
+    else {
+        return json!({"method": "no server answered", "acknowledged": 0, "lost": null,
+                      "servers": each});
+    };
+    let mut value = (*worst).clone();
+    value["method"] = json!(format!(
+        "{} via each of the {} of {count} servers answering",
+        worst["method"].as_str().unwrap_or("?"),
+        asked.len()
+    ));
+    value["servers"] = json!(each);
+    value
+}
+
+/// Compares acknowledged reports with what server `at` stored. Uses the paged
 /// `GET /hosts?image_id=` listing when it gives `last_seq`, else `GET /hosts/{id}` for
 /// every host.
-pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
+pub(crate) async fn verify_at(sim: &Arc<Sim>, at: usize) -> Value {
     let start = Instant::now();
     let mut stored: HashMap<String, Stored> = HashMap::new();
     let mut method = "GET /hosts?image_id= (paged)";
@@ -45,7 +88,7 @@ pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
         if let Some(cursor) = &after {
             path.push_str(&format!("&after={cursor}"));
         }
-        let page = match sim.http.get(&path, true).await {
+        let page = match sim.http.get_at(at, &path, true).await {
             Ok(answer) if answer.status == 200 => {
                 serde_json::from_slice::<Value>(&answer.body).ok()
             }
@@ -80,7 +123,7 @@ pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
             tasks.spawn(async move {
                 let answer = sim
                     .http
-                    .get(&format!("/hosts/{}", sim.hosts[index].id), true)
+                    .get_at(at, &format!("/hosts/{}", sim.hosts[index].id), true)
                     .await;
                 drop(permit);
                 match answer {
@@ -110,7 +153,7 @@ pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
             }
             continue;
         };
-        for &seq in &state.acked {
+        for &(seq, _) in &state.acked {
             let in_gap = found
                 .gaps
                 .iter()
@@ -127,7 +170,8 @@ pub(crate) async fn verify(sim: &Arc<Sim>) -> Value {
         }
     }
     println!(
-        "        verify: {acked} acknowledged, {lost} lost ({hosts_missing} hosts unknown to the service) via {method}, {:.1} s",
+        "        verify: {acked} acknowledged, {lost} lost ({hosts_missing} hosts unknown to the service) via {method} of {}, {:.1} s",
+        sim.http.bases[at],
         start.elapsed().as_secs_f64()
     );
     for sample in &lost_samples {
@@ -170,4 +214,34 @@ pub(crate) async fn time_read(sim: &Arc<Sim>, path: &str, runs: usize) -> (Value
                "bytes": bytes, "statuses": statuses}),
         last,
     )
+}
+
+/// Writes every acknowledged report as `host_id<TAB>seq<TAB>sha256` (for a check
+/// against the database itself: `\copy` into a table, join with `reports`).
+pub(crate) fn write_acked(sim: &Arc<Sim>, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut lines = 0u64;
+    for host in &sim.hosts {
+        let state = host.state.lock().expect("host lock");
+        for (seq, digest) in &state.acked {
+            writeln!(
+                out,
+                "{}\t{seq}\t{}",
+                host.id,
+                integrity_common::digest::Sha256Digest(*digest).to_hex()
+            )?;
+            lines += 1;
+        }
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "         acked: {lines} acknowledged reports written to {}",
+        path.display()
+    );
+    Ok(())
 }
