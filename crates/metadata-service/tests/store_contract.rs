@@ -475,6 +475,30 @@ fn writes_apply_only_as_expected(store: &dyn Store) {
     assert_eq!(store.host(&host_id(1)).unwrap(), Some(host(1, 4)));
 }
 
+/// What the service loads at start: every host with its latest report, or none when
+/// that report is not stored.
+fn hosts_come_with_their_latest_report(store: &dyn Store) {
+    assert!(store.hosts_with_latest().unwrap().is_empty());
+    let writes: Vec<FleetWrite> = (1..=3)
+        .map(|seq| report_write(1, seq, 100 + seq, None))
+        .chain([report_write(2, 1, 200, None)])
+        .collect();
+    store.apply(&writes).unwrap();
+    // Host 2's record moved on to seq 9 without its report (as after a lost write).
+    let mut ahead = host(2, 9);
+    ahead.hostname = "ahead".into();
+    store
+        .apply(&[FleetWrite::Host {
+            host: ahead.clone(),
+            expect: after(2, 1),
+        }])
+        .unwrap();
+    assert_eq!(
+        store.hosts_with_latest().unwrap(),
+        vec![(host(1, 3), Some(report(103, 3))), (ahead, None)]
+    );
+}
+
 fn accepts_put_and_delete(store: &dyn Store) {
     assert!(store.accepts().unwrap().is_empty());
     let mut every_host = accept("b-acc", "fleet-wide");
@@ -686,6 +710,7 @@ contract! {
         daily_is_upserted_by_image_and_day,
         any_text_round_trips,
         writes_apply_only_as_expected,
+        hosts_come_with_their_latest_report,
     ],
     reopens: [reopen_keeps_everything],
 }

@@ -120,8 +120,8 @@ impl Fleet {
         let today = daily::day_of(now_secs());
         state.daily = daily::Daily::new(store.daily(daily::first_day(today))?, today);
         let now = now_ms();
-        for record in store.hosts()? {
-            let latest = match store.report(&record.host_id, record.last_seq)? {
+        for (record, stored) in store.hosts_with_latest()? {
+            let latest = match stored {
                 Some(stored) => match HostReport::parse(&stored.bytes, usize::MAX) {
                     Ok(report) => {
                         let keys = state.drift.keys_of(&record.image_id, &report.anomalies);

@@ -167,6 +167,17 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, writes: &[FleetWrite]) -> Result<Vec<bool>, StoreError>;
     /// One host's record.
     fn host(&self, host_id: &str) -> Result<Option<HostRecord>, StoreError>;
+    /// Every host with its latest report (`last_seq`'s), as the service loads them at
+    /// start. A store that can join does it in one pass.
+    fn hosts_with_latest(&self) -> Result<Vec<(HostRecord, Option<StoredReport>)>, StoreError> {
+        self.hosts()?
+            .into_iter()
+            .map(|record| {
+                let latest = self.report(&record.host_id, record.last_seq)?;
+                Ok((record, latest))
+            })
+            .collect()
+    }
     /// Every host (loaded at start-up; the service keeps the fleet's state in memory).
     fn hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
     /// One stored report of a host.

@@ -418,6 +418,12 @@ impl Store for PgStore {
         self.fleet_host(host_id)
     }
 
+    fn hosts_with_latest(
+        &self,
+    ) -> Result<Vec<(super::HostRecord, Option<super::StoredReport>)>, StoreError> {
+        self.fleet_hosts_with_latest()
+    }
+
     fn meta(&self, image_id: &str) -> Result<Option<BaselineMeta>, StoreError> {
         self.pool.with(|conn| Self::meta_of(conn, image_id))
     }
