@@ -40,7 +40,9 @@ pub(super) fn migrate(conn: &mut Conn) -> Result<i32, StoreError> {
 fn migrate_locked(conn: &mut Conn) -> Result<i32, StoreError> {
     conn.client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS bulletproof_schema_version (
+            // (No NOTICE "relation already exists" on every start.)
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS bulletproof_schema_version (
                  version integer PRIMARY KEY,
                  applied timestamptz NOT NULL DEFAULT now()
              )",
