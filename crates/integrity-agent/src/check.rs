@@ -80,12 +80,6 @@ pub struct CheckInfo {
     pub why_full: Option<String>,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
 fn timestamp(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()
@@ -335,13 +329,13 @@ impl Agent {
         loaded: &source::Loaded,
         applied: &Applied,
     ) -> Result<(ScanOutput, CheckInfo), Fatal> {
-        let started = now_secs();
-        let started_at = {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            (now.as_secs() as i64, now.subsec_nanos())
-        };
+        // One clock read: whole seconds for the state's last full check, the exact
+        // time for the racy-entry rule.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let started = now.as_secs();
+        let started_at = (started as i64, now.subsec_nanos());
         let binding = self
             .state
             .as_ref()

@@ -192,6 +192,7 @@ impl Agent {
     fn recheck(&self, checked: &mut Checked, paths: Vec<Vec<u8>>) -> Result<(), Fatal> {
         let baseline = &checked.loaded.baseline;
         let mut batch: Vec<Kept> = Vec::new();
+        let mut batch_errors: Vec<ScanErrorRecord> = Vec::new();
         let mut changed = false;
         let mut rechecked = 0u64;
         for scope in topmost(paths) {
@@ -229,6 +230,7 @@ impl Agent {
                     .splice(errors, scanned.errors.iter().cloned());
             }
             batch.extend(found);
+            batch_errors.extend(scanned.errors);
         }
         if !changed {
             return Ok(());
@@ -246,7 +248,6 @@ impl Agent {
             rehashed: rechecked,
             why_full: None,
         };
-        let batch_errors: Vec<ScanErrorRecord> = Vec::new();
         self.render(&report::Findings {
             image_id: &baseline.image_id,
             anomalies: batch.iter().map(Kept::anomaly).collect(),
