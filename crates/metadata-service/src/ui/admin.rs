@@ -15,16 +15,24 @@ use std::sync::Arc;
 /// Audit records shown.
 pub const AUDIT: usize = 200;
 
+/// The page for a session that is not an admin's (these pages are admin-only, as
+/// `GET /accepts` and `GET /audit` are).
+fn admin_only(session: &Session) -> Option<Response> {
+    (!is_admin(session)).then(|| {
+        problem(
+            StatusCode::FORBIDDEN,
+            Some(session),
+            "This needs an admin token.",
+        )
+    })
+}
+
 pub(super) async fn accepts(
     State(state): State<Arc<AppState>>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    if !is_admin(&session) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&session),
-            "This needs an admin token.",
-        );
+    if let Some(refused) = admin_only(&session) {
+        return refused;
     }
     let list = accepts::accepts(&state, None);
     let body = html! {
@@ -65,12 +73,8 @@ pub(super) async fn audit(
     State(state): State<Arc<AppState>>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    if !is_admin(&session) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&session),
-            "This needs an admin token.",
-        );
+    if let Some(refused) = admin_only(&session) {
+        return refused;
     }
     let Some(audit) = state.fleet.audit.clone() else {
         return problem(
